@@ -1,0 +1,33 @@
+#!/usr/bin/env python
+"""Install panoptic_ocr. Detectron2 must be installed first: see README.md (Installation)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="panoptic_ocr",
+    version="0.1.0",
+    description="Object-Contextual Representations (OCR) for semantic and panoptic "
+    "segmentation, as a Detectron2 project",
+    packages=find_packages(include=["panoptic_ocr", "panoptic_ocr.*"]),
+    package_data={"panoptic_ocr": ["py.typed"]},
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.0",
+        "torchvision>=0.15",
+        # Any build of detectron2: the repacked 0.7.2 wheel of tools/setup_env.sh or upstream's.
+        "detectron2>=0.6",
+        # detectron2 imports these but its 0.7.2 metadata does not declare them.
+        "fvcore>=0.1.5,<0.1.6",
+        "iopath>=0.1.7,<0.1.10",
+        # detectron2 0.7.x uses numpy 1.x APIs; model_zoo imports pkg_resources (gone in 82).
+        "numpy>=1.21,<2",
+        "setuptools<82",
+        "pycocotools>=2.0.2",
+        # panopticapi (COCO panoptic PQ) as published on PyPI.
+        "panopticapi-lite>=0.2.0",
+        "opencv-python-headless>=4.5",
+        "Pillow>=8.0",
+        "tabulate",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+)
