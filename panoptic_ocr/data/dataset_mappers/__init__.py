@@ -1,0 +1,1 @@
+from .semantic_dataset_mapper import SemanticDatasetMapper, read_semantic_label

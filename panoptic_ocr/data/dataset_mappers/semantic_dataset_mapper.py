@@ -1,0 +1,119 @@
+"""Dataset mapper for semantic segmentation: reads, validates and augments image + label."""
+import copy
+import logging
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+from ..augmentations import build_semantic_train_augmentations
+
+__all__ = ["SemanticDatasetMapper", "read_semantic_label"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_image_checked(file_name: str, image_format: str) -> np.ndarray:
+    """Read an image; any failure becomes an ``OSError`` that names the file."""
+    try:
+        return utils.read_image(file_name, format=image_format)
+    except Exception as e:  # PIL raises several types; the file name is what the user needs
+        raise OSError(f"Cannot read image file '{file_name}': {e}") from e
+
+
+def read_semantic_label(file_name: str, num_classes: Optional[int], ignore_label: int) -> np.ndarray:
+    """Read a single-channel label PNG as ``[H, W]`` (its own integer dtype) and check its values.
+
+    Raises:
+        OSError: the file cannot be read, or is not single-channel.
+        ValueError: a value is neither a class id in ``[0, num_classes)`` nor ``ignore_label``.
+    """
+    try:
+        label = utils.read_image(file_name)
+    except Exception as e:
+        raise OSError(f"Cannot read label file '{file_name}': {e}") from e
+    if label.ndim != 2:
+        raise OSError(f"Label file '{file_name}' must be single-channel, got shape {label.shape}")
+    if num_classes is not None:
+        values = np.unique(label)
+        bad = values[(values >= num_classes) & (values != ignore_label)]
+        if bad.size:
+            raise ValueError(
+                f"Label file '{file_name}' holds values {bad.tolist()[:10]} that are neither a class "
+                f"in [0, {num_classes}) nor the ignore label {ignore_label}"
+            )
+    return label
+
+
+class SemanticDatasetMapper:
+    """Map a Detectron2 dataset dict with ``file_name`` and ``sem_seg_file_name`` to model inputs.
+
+    Output: ``image`` ``[3, H, W]`` uint8 tensor in ``image_format``, ``sem_seg`` ``[H, W]`` int64
+    (training only; evaluators read the label files themselves), ``height``/``width``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: List[T.Augmentation],
+        image_format: str,
+        ignore_label: int,
+        num_classes: Optional[int],
+    ):
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.ignore_label = ignore_label
+        self.num_classes = num_classes
+        mode = "training" if is_train else "inference"
+        logger.info(f"[SemanticDatasetMapper] Augmentations used in {mode}: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        if is_train:
+            augs = build_semantic_train_augmentations(cfg)
+        elif cfg.INPUT.MIN_SIZE_TEST > 0:
+            augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
+        else:
+            augs = []
+        dataset_names = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
+        ignore_label = MetadataCatalog.get(dataset_names[0]).get("ignore_label", cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+        return {
+            "is_train": is_train,
+            "augmentations": augs,
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_label": ignore_label,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        }
+
+    def __call__(self, dataset_dict: Dict) -> Dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        file_name = dataset_dict["file_name"]
+        image = read_image_checked(file_name, self.image_format)
+        utils.check_image_size(dataset_dict, image)
+
+        label = None
+        if self.is_train:
+            if "sem_seg_file_name" not in dataset_dict:
+                raise KeyError(f"Training record for '{file_name}' has no 'sem_seg_file_name'")
+            label_file = dataset_dict.pop("sem_seg_file_name")
+            label = read_semantic_label(label_file, self.num_classes, self.ignore_label)
+            if label.shape != image.shape[:2]:
+                raise ValueError(
+                    f"Label file '{label_file}' is {label.shape[1]}x{label.shape[0]} but image "
+                    f"'{file_name}' is {image.shape[1]}x{image.shape[0]} (WxH)"
+                )
+
+        aug_input = T.AugInput(image, sem_seg=label)
+        self.augmentations(aug_input)
+        image = aug_input.image
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if label is not None:
+            dataset_dict["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
+        return dataset_dict

@@ -1,0 +1,1 @@
+from .dilated_resnet import DilatedBasicBlock, build_dilated_resnet_backbone

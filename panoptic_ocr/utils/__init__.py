@@ -1,0 +1,1 @@
+from .visualization import save_semantic_overlays

@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Train and evaluate panoptic_ocr models with Detectron2's trainer.
+
+    python train_net.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    python train_net.py --config-file ... --num-gpus 2   # 2 processes; gloo on CPU-only machines
+"""
+import logging
+import os
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from panoptic_ocr import add_ocr_config
+from panoptic_ocr.engine import Trainer, adapt_config_to_device
+from panoptic_ocr.utils import save_semantic_overlays
+
+
+def setup(args):
+    """Config from file and command line, adapted to this machine, frozen; loggers set up."""
+    cfg = get_cfg()
+    add_ocr_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    adapt_config_to_device(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="panoptic_ocr")
+    return cfg
+
+
+def save_overlays(cfg, model):
+    if cfg.VIS.NUM_IMAGES <= 0 or not comm.is_main_process() or not cfg.DATASETS.TEST:
+        return
+    dataset_name = cfg.DATASETS.TEST[0]
+    paths = save_semantic_overlays(
+        model,
+        Trainer.build_test_loader(cfg, dataset_name),
+        dataset_name,
+        os.path.join(cfg.OUTPUT_DIR, "vis"),
+        cfg.VIS.NUM_IMAGES,
+    )
+    logging.getLogger("panoptic_ocr").info("Saved %d prediction overlays to %s", len(paths), os.path.dirname(paths[0]))
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        save_overlays(cfg, model)
+        return results
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    results = trainer.train()
+    save_overlays(cfg, trainer.model.module if hasattr(trainer.model, "module") else trainer.model)
+    return results
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
