@@ -1,0 +1,36 @@
+"""Shared test set-up: CPU only, a small thread count, toy data in a per-session folder."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The toy scenes are generated once per test session (a few seconds) into a shared folder,
+# unless the caller points DETECTRON2_DATASETS somewhere already.
+os.environ.setdefault("DETECTRON2_DATASETS", str(REPO_ROOT / "datasets"))
+sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+import panoptic_ocr  # noqa: E402,F401  (registers everything)
+from detectron2.config import get_cfg  # noqa: E402
+
+
+def make_cfg(config_file: str = None, opts=None):
+    """A mutable project config, optionally merged from ``config_file`` (repo-relative) and opts."""
+    cfg = get_cfg()
+    panoptic_ocr.add_ocr_config(cfg)
+    if config_file:
+        cfg.merge_from_file(str(REPO_ROOT / config_file))
+    if opts:
+        cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory():
+    return make_cfg

@@ -1,0 +1,129 @@
+"""End-to-end training on the toy scenes: loss falls, evaluation, resume, 2 processes."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO_ROOT, make_cfg
+from panoptic_ocr.engine import Trainer
+
+QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
+# A small, fast variant of the quick start: narrower OCR, small crops, no workers.
+SMALL = [
+    "MODEL.OCR.MID_CHANNELS", "64", "MODEL.OCR.KEY_CHANNELS", "32", "MODEL.SEM_SEG_HEAD.AUX_CHANNELS", "64",
+    "INPUT.CROP.SIZE", "(96, 96)", "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0",
+    "SOLVER.WARMUP_ITERS", "0", "VIS.NUM_IMAGES", "0",
+]
+
+
+def small_cfg(tmp_path, *opts):
+    cfg = make_cfg(QUICKSTART, SMALL + ["OUTPUT_DIR", str(tmp_path)] + list(opts))
+    cfg.MODEL.RESNETS.NORM = cfg.MODEL.SEM_SEG_HEAD.NORM = "BN"
+    return cfg
+
+
+def test_short_training_lowers_loss(tmp_path):
+    cfg = small_cfg(tmp_path, "SOLVER.MAX_ITER", "30", "SOLVER.CHECKPOINT_PERIOD", "1000", "DATASETS.TEST", "()")
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert set(trainer.storage.latest()) >= {"loss_sem_seg", "loss_sem_seg_aux", "lr"}
+
+
+class _LabelOracle(torch.nn.Module):
+    """Predicts each test image's ground truth (or one constant class): a model whose exact
+    scores are known, to check the loader -> model -> evaluator path of Trainer.test."""
+
+    def __init__(self, num_classes, constant_class=None):
+        super().__init__()
+        self.num_classes, self.constant_class = num_classes, constant_class
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, inputs):
+        from detectron2.data import DatasetCatalog
+
+        labels = {r["file_name"]: r["sem_seg_file_name"] for r in DatasetCatalog.get("toy_scenes_sem_seg_val")}
+        outputs = []
+        for x in inputs:
+            label = torch.from_numpy(np.asarray(Image.open(labels[x["file_name"]]), dtype=np.int64))
+            assert label.shape == (x["height"], x["width"])
+            if self.constant_class is not None:
+                label = torch.full_like(label, self.constant_class)
+            label[label == 255] = 0
+            outputs.append({"sem_seg": torch.nn.functional.one_hot(label, self.num_classes).permute(2, 0, 1).float()})
+        return outputs
+
+
+def test_evaluation_reports_miou_through_the_test_loader(tmp_path):
+    from tools.majority_baseline import majority_baseline
+
+    cfg = small_cfg(tmp_path)
+    perfect = Trainer.test(cfg, _LabelOracle(7))["sem_seg"]
+    assert perfect["mIoU"] == pytest.approx(100.0) and perfect["pACC"] == pytest.approx(100.0)
+    baseline = majority_baseline("toy_scenes_sem_seg_train", "toy_scenes_sem_seg_val")
+    assert baseline["majority_class"] == "ground"
+    constant = Trainer.test(cfg, _LabelOracle(7, constant_class=4))["sem_seg"]
+    assert constant["mIoU"] == pytest.approx(baseline["mIoU"]) and constant["mIoU"] < 15
+    assert (tmp_path / "inference" / "toy_scenes_sem_seg_val" / "sem_seg_evaluation.pth").exists()
+
+
+def test_resume_continues_at_the_next_iteration(tmp_path):
+    cfg = small_cfg(tmp_path, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()")
+    first = Trainer(cfg)
+    first.resume_or_load(resume=False)
+    first.train()
+    saved = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
+    assert saved["iteration"] == 3
+    assert (tmp_path / "model_0000001.pth").exists()
+
+    cfg.defrost()
+    cfg.SOLVER.MAX_ITER = 6
+    second = Trainer(cfg)
+    second.resume_or_load(resume=True)
+    assert second.start_iter == 4
+    name, value = next(iter(saved["model"].items()))
+    assert torch.equal(second.model.state_dict()[name], value)
+    second.train()
+    assert second.iter == 5
+    assert torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)["iteration"] == 5
+    assert [it for _, it in second.storage.history("total_loss").values()] == [4, 5]
+
+
+def _train_net(*args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train_net.py"), "--config-file", str(REPO_ROOT / QUICKSTART), *args],
+        cwd=REPO_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_two_process_cpu_training_and_evaluation(tmp_path):
+    out = _train_net("--num-gpus", "2", "--dist-url", "auto", *SMALL, "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = (tmp_path / "log.txt").read_text()
+    assert "naiveSyncBN" in log  # SyncBN of the config is made CPU-capable
+    assert "copypaste: mIoU" in log
+    assert (tmp_path / "model_final.pth").exists()
+
+
+def test_failure_keeps_what_was_written(tmp_path):
+    out = _train_net(*SMALL, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir() if p.is_file()}
+    assert "model_final.pth" in before
+
+    broken = tmp_path / "data"
+    (broken / "toy_scenes").mkdir(parents=True)  # exists but incomplete
+    out = _train_net("--resume", *SMALL, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", str(tmp_path), env={"DETECTRON2_DATASETS": str(broken)})
+    assert out.returncode != 0
+    assert "prepare_toy_scenes.py" in out.stderr and str(broken / "toy_scenes") in out.stderr
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir() if p.is_file()}
+    for name in ("model_final.pth", "last_checkpoint", "metrics.json"):
+        assert after[name] == before[name], f"{name} changed after a failed run"
