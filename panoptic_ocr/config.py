@@ -25,6 +25,8 @@ def add_ocr_config(cfg: CN) -> None:
     # Hidden channels of the auxiliary branch (3x3 conv-norm-ReLU, Dropout2d, 1x1 classifier);
     # 0 makes it a single 1x1 classifier, the "linear function" of the paper's section 3.3.
     cfg.MODEL.SEM_SEG_HEAD.AUX_CHANNELS = 512
+    # Kernel size of that hidden conv: 3 (authors' ResNet code, openseg) or 1 (HRNet-OCR, mmseg).
+    cfg.MODEL.SEM_SEG_HEAD.AUX_KERNEL_SIZE = 3
     # Dropout2d rate inside the auxiliary branch (authors' code: 0.05).
     cfg.MODEL.SEM_SEG_HEAD.AUX_DROPOUT = 0.05
     # Weight of the auxiliary cross-entropy (paper: 0.4).
@@ -45,6 +47,96 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.MODEL.OCR.DROPOUT = 0.05
 
     # ---------------------------------------------------------------------------------------
+    # Context-head zoo: the heads OCR is compared with (paper sec. 4.3, Tables 2-4).
+    # Select one with MODEL.SEM_SEG_HEAD.NAME; defaults are the paper-size configuration
+    # (2048-channel input at output stride 8). See docs/context_heads.md.
+    # ---------------------------------------------------------------------------------------
+    cfg.MODEL.PPM = CN()  # PPMHead (PSPNet pyramid pooling)
+    # Output sizes of the adaptive average poolings (PSPNet: 1, 2, 3, 6).
+    cfg.MODEL.PPM.BINS = (1, 2, 3, 6)
+    # Channels of each pooled branch's 1x1 conv (PSPNet: 512 for a 2048-channel input).
+    cfg.MODEL.PPM.BRANCH_CHANNELS = 512
+    # Output channels of the 3x3 bottleneck over [input, branches] (PSPNet: 512).
+    cfg.MODEL.PPM.OUT_CHANNELS = 512
+    # Dropout2d rate after the bottleneck (PSPNet: 0.1).
+    cfg.MODEL.PPM.DROPOUT = 0.1
+
+    cfg.MODEL.ASPP = CN()  # ASPPHead (DeepLabv3 atrous spatial pyramid pooling)
+    # Dilations of the three 3x3 branches (DeepLabv3 at output stride 8: 12, 24, 36).
+    cfg.MODEL.ASPP.DILATIONS = (12, 24, 36)
+    # Channels of every branch and of the 1x1 fuse (DeepLabv3: 256).
+    cfg.MODEL.ASPP.CHANNELS = 256
+    # Dropout rate after the 1x1 fuse (DeepLab: 0.1).
+    cfg.MODEL.ASPP.DROPOUT = 0.1
+
+    cfg.MODEL.SELF_ATTENTION = CN()  # SelfAttentionHead (non-local, pixel-pixel relations)
+    # Channels after the 3x3 input conv and of the output (paper: 512, as OCR).
+    cfg.MODEL.SELF_ATTENTION.MID_CHANNELS = 512
+    # Channels of query, key and value; logits are scaled by KEY_CHANNELS**-0.5 (paper: 256).
+    cfg.MODEL.SELF_ATTENTION.KEY_CHANNELS = 256
+    # Dropout2d rate after the fuse conv (as OCR: 0.05).
+    cfg.MODEL.SELF_ATTENTION.DROPOUT = 0.05
+
+    cfg.MODEL.DOUBLE_ATTENTION = CN()  # DoubleAttentionHead (A2-Net gather-distribute)
+    # Channels after the 3x3 input conv and of the output (paper: 512).
+    cfg.MODEL.DOUBLE_ATTENTION.MID_CHANNELS = 512
+    # Channels of the gathered features, A2-Net's c_m (256).
+    cfg.MODEL.DOUBLE_ATTENTION.KEY_CHANNELS = 256
+    # Number of gathering/distribution attention maps, A2-Net's c_n (paper's best: 64).
+    cfg.MODEL.DOUBLE_ATTENTION.NUM_REGIONS = 64
+    # Dropout2d rate after the fuse conv (as OCR: 0.05).
+    cfg.MODEL.DOUBLE_ATTENTION.DROPOUT = 0.05
+
+    cfg.MODEL.DANET = CN()  # DANetHead (position + channel attention)
+    # "original": DANet's head, two 3x3 2048->512 branches with 3x3 post-convs, summed
+    # (23.9M params, Table 4's 1110 GFLOPs); "compact": one shared 3x3 2048->512 conv,
+    # 1x1 fuse of [x, PAM, CAM] (10.55M params, Table 4's 10.6M; ~672 GFLOPs).
+    cfg.MODEL.DANET.VARIANT = "original"
+    # Channels of the attention modules and of the output (DANet: input / 4 = 512).
+    cfg.MODEL.DANET.MID_CHANNELS = 512
+    # Query/key channels of the position attention (DANet: MID_CHANNELS / 8 = 64).
+    cfg.MODEL.DANET.QK_CHANNELS = 64
+    # Dropout2d rate on the output (DANet: 0.1).
+    cfg.MODEL.DANET.DROPOUT = 0.1
+
+    cfg.MODEL.CC_ATTENTION = CN()  # CCAttentionHead (CCNet criss-cross attention)
+    # "original": CCNet's RCCA module, 3x3 convs and a 3x3 bottleneck over [2048 input, context]
+    # (23.9M params, Table 4's 804 GFLOPs); "compact": 1x1 convs and a 1x1 fuse over
+    # [x, context] at 512 channels (10.56M params, Table 4's 10.6M; ~366 GFLOPs).
+    cfg.MODEL.CC_ATTENTION.VARIANT = "original"
+    # Channels of the criss-cross attention and of the output (CCNet: input / 4 = 512).
+    cfg.MODEL.CC_ATTENTION.MID_CHANNELS = 512
+    # Query/key channels (CCNet: MID_CHANNELS / 8 = 64).
+    cfg.MODEL.CC_ATTENTION.QK_CHANNELS = 64
+    # Times the (weight-shared) criss-cross attention is applied (CCNet: 2 covers all pixels).
+    cfg.MODEL.CC_ATTENTION.RECURRENCE = 2
+    # Dropout2d rate on the output (CCNet: 0.1).
+    cfg.MODEL.CC_ATTENTION.DROPOUT = 0.1
+
+    # ---------------------------------------------------------------------------------------
+    # Backbones (docs/backbones.md). Dilated ResNets read MODEL.RESNETS; both backbones
+    # below also honour MODEL.BACKBONE.FREEZE_AT (0: train everything).
+    # ---------------------------------------------------------------------------------------
+    cfg.MODEL.HRNET = CN()  # build_hrnet_backbone (HRNetV2)
+    # Width C of the first branch: HRNetV2-W18/W32/W48 have branches C, 2C, 4C, 8C (W48: a
+    # 720-channel "concat").
+    cfg.MODEL.HRNET.WIDTH = 48
+    # Normalisation of every conv: "BN", "SyncBN", "naiveSyncBN", "FrozenBN", "GN" (get_norm).
+    cfg.MODEL.HRNET.NORM = "BN"
+    # Outputs: "concat" (branches upsampled to stride 4, concatenated) and/or "branch1".."branch4".
+    cfg.MODEL.HRNET.OUT_FEATURES = ["concat"]
+    # align_corners of HRNet's bilinear upsamplings (HRNet-OCR code: True; mmseg: False).
+    cfg.MODEL.HRNET.ALIGN_CORNERS = False
+
+    cfg.MODEL.MOBILENETV2 = CN()  # build_mobilenetv2_backbone (torchvision's MobileNetV2, dilated)
+    # Outputs among "stage1" (16 ch), "stage2" (24), "stage3" (32), "stage4" (96), "stage5" (320).
+    cfg.MODEL.MOBILENETV2.OUT_FEATURES = ["stage4", "stage5"]
+    # 8 (OCR paper, supp. D), 16 or 32: strides beyond it become dilated depthwise convs.
+    cfg.MODEL.MOBILENETV2.OUTPUT_STRIDE = 8
+    # Normalisation of every conv: "BN" (torchvision's), "SyncBN", "naiveSyncBN", "FrozenBN".
+    cfg.MODEL.MOBILENETV2.NORM = "BN"
+
+    # ---------------------------------------------------------------------------------------
     # Data
     # ---------------------------------------------------------------------------------------
     # Dataset mapper of the training loader: "semantic" (image + sem_seg label) or
@@ -56,6 +148,24 @@ def add_ocr_config(cfg: CN) -> None:
     # Additive brightness jitter: a value drawn from [-B, B] is added to every pixel
     # (paper: 10). 0 disables it.
     cfg.INPUT.BRIGHTNESS_DELTA = 0.0
+
+    # ---------------------------------------------------------------------------------------
+    # OCR variants, baselines and inference (docs/ocr_variants.md). Heads: the Table-1 ablations
+    # OCRNoRegionSupervisionHead, OCRDoubleAttentionRelationHead, OCRACFRelationHead; the oracle
+    # OCRGroundTruthHead; the coarse-to-fine baselines CoarseOnlyHead, FineOnlyHead,
+    # LabelEnsembleHead, LabelRefinementHead. Their widths come from MODEL.OCR/SEM_SEG_HEAD.
+    # ---------------------------------------------------------------------------------------
+    cfg.MODEL.COARSE_TO_FINE = CN()
+    # LabelEnsembleHead: logits = (1 - w) * fine + w * coarse, with w this weight in [0, 1].
+    cfg.MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT = 0.5
+    # Test loader also reads sem_seg labels (needed by OCRGroundTruthHead at inference).
+    cfg.INPUT.LOAD_SEM_SEG_IN_TEST = False
+    # Inference autocast dtype: "float32", "bfloat16", "float16", "auto" (bf16 CPU, fp16 CUDA).
+    cfg.MODEL.INFERENCE_DTYPE = "float32"
+    # Inference in channels_last memory format (oneDNN's fast layout; most of bf16's CPU gain).
+    cfg.MODEL.INFERENCE_CHANNELS_LAST = False
+    # Trainer.test evaluates a copy with BatchNorm folded into the convs (training untouched).
+    cfg.TEST.FOLD_BATCHNORM = False
 
     # ---------------------------------------------------------------------------------------
     # Outputs

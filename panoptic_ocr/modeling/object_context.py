@@ -50,6 +50,10 @@ class ObjectContextBlock(nn.Module):
     ``phi``/``psi`` embed pixels/regions (``proj_layers`` 1x1 conv-norm-ReLU layers each),
     ``delta`` transforms regions, ``rho`` maps the context back to the pixel width and ``g``
     fuses ``[x, y]``. Memory is ``O(H*W*K)``: nothing of size ``(H*W)^2`` is formed.
+
+    With ``learned_relations=False`` the block has no ``phi``/``psi`` (so no parameter is left
+    without a gradient) and every call must pass ``relations``: the ablations of the paper's
+    Table 1 and the ground-truth oracle OCR* supply them from elsewhere.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class ObjectContextBlock(nn.Module):
         proj_layers: int = 2,
         norm: str = "BN",
         dropout: float = 0.05,
+        learned_relations: bool = True,
     ):
         super().__init__()
         if proj_layers < 1:
@@ -72,8 +77,8 @@ class ObjectContextBlock(nn.Module):
             return nn.Sequential(*layers)
 
         self.key_channels = key_channels
-        self.phi = projection()
-        self.psi = projection()
+        self.phi = projection() if learned_relations else None
+        self.psi = projection() if learned_relations else None
         self.delta = conv_norm_relu(in_channels, key_channels, norm)
         self.rho = conv_norm_relu(key_channels, in_channels, norm)
         self.g = conv_norm_relu(2 * in_channels, out_channels, norm)
@@ -81,6 +86,10 @@ class ObjectContextBlock(nn.Module):
 
     def relations(self, features: Tensor, regions: Tensor) -> Tensor:
         """w_ik of eq. (5): ``[N, C, H, W]`` x ``[N, C, K, 1]`` -> ``[N, H*W, K]``."""
+        if self.phi is None:
+            raise RuntimeError(
+                "ObjectContextBlock was built with learned_relations=False: pass `relations`"
+            )
         query = self.phi(features).flatten(2).transpose(1, 2)  # [N, HW, key]
         key = self.psi(regions).flatten(2)  # [N, key, K]
         logits = torch.bmm(query, key) * self.key_channels**-0.5

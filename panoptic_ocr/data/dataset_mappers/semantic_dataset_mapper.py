@@ -53,7 +53,8 @@ class SemanticDatasetMapper:
     """Map a Detectron2 dataset dict with ``file_name`` and ``sem_seg_file_name`` to model inputs.
 
     Output: ``image`` ``[3, H, W]`` uint8 tensor in ``image_format``, ``sem_seg`` ``[H, W]`` int64
-    (training only; evaluators read the label files themselves), ``height``/``width``.
+    (training, and inference when ``load_sem_seg`` is set: evaluators read the label files
+    themselves, but a head that uses the ground truth at inference needs it), ``height``/``width``.
     """
 
     @configurable
@@ -65,8 +66,19 @@ class SemanticDatasetMapper:
         image_format: str,
         ignore_label: int,
         num_classes: Optional[int],
+        load_sem_seg: Optional[bool] = None,
     ):
+        """
+        Args:
+            is_train: training (augmentations of training, labels required) or inference.
+            augmentations: applied to the image and its label.
+            image_format: format of the returned image (e.g. "RGB").
+            ignore_label: label value ignored by losses and metrics.
+            num_classes: K, to validate label values; None skips the check.
+            load_sem_seg: read the label; None means ``is_train``.
+        """
         self.is_train = is_train
+        self.load_sem_seg = is_train if load_sem_seg is None else load_sem_seg
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.ignore_label = ignore_label
@@ -90,6 +102,7 @@ class SemanticDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "load_sem_seg": True if is_train else cfg.INPUT.LOAD_SEM_SEG_IN_TEST,
         }
 
     def __call__(self, dataset_dict: Dict) -> Dict:
@@ -99,9 +112,10 @@ class SemanticDatasetMapper:
         utils.check_image_size(dataset_dict, image)
 
         label = None
-        if self.is_train:
+        if self.load_sem_seg:
             if "sem_seg_file_name" not in dataset_dict:
-                raise KeyError(f"Training record for '{file_name}' has no 'sem_seg_file_name'")
+                what = "Training record" if self.is_train else "Record (INPUT.LOAD_SEM_SEG_IN_TEST is set)"
+                raise KeyError(f"{what} for '{file_name}' has no 'sem_seg_file_name'")
             label_file = dataset_dict.pop("sem_seg_file_name")
             label = read_semantic_label(label_file, self.num_classes, self.ignore_label)
             if label.shape != image.shape[:2]:

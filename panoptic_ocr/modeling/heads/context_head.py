@@ -20,16 +20,19 @@ class AuxiliaryBranch(nn.Module):
     """Coarse segmentation from an intermediate feature: the soft object regions of OCR, or the
     usual auxiliary (deep-supervision) classifier of the other heads.
 
-    ``hidden_channels > 0``: 3x3 conv-norm-ReLU, Dropout2d, 1x1 classifier (authors' code);
-    ``hidden_channels == 0``: a single 1x1 classifier (the paper's "linear function").
-    Shapes: ``[N, C_in, H, W] -> [N, K, H, W]``.
+    ``hidden_channels > 0``: ``kernel_size`` conv-norm-ReLU, Dropout2d, 1x1 classifier (authors'
+    code: 3x3 on ResNet, 1x1 in HRNet-OCR); ``hidden_channels == 0``: a single 1x1 classifier
+    (the paper's "linear function"). Shapes: ``[N, C_in, H, W] -> [N, K, H, W]``.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, hidden_channels: int, norm: str, dropout: float):
+    def __init__(
+        self, in_channels: int, num_classes: int, hidden_channels: int, norm: str, dropout: float,
+        kernel_size: int = 3,
+    ):
         super().__init__()
         layers = []
         if hidden_channels > 0:
-            layers.append(conv_norm_relu(in_channels, hidden_channels, norm, kernel_size=3))
+            layers.append(conv_norm_relu(in_channels, hidden_channels, norm, kernel_size=kernel_size))
             if dropout > 0:
                 layers.append(nn.Dropout2d(dropout))
             in_channels = hidden_channels
@@ -67,6 +70,7 @@ class ContextHead(nn.Module):
         context_channels: int,
         aux_in_feature: Optional[str] = None,
         aux_channels: int = 512,
+        aux_kernel_size: int = 3,
         aux_dropout: float = 0.05,
         norm: str = "BN",
         loss_weight: float = 1.0,
@@ -82,6 +86,7 @@ class ContextHead(nn.Module):
             context_channels: output channels of ``context`` (input of the classifier).
             aux_in_feature: feature of the auxiliary branch; None for no auxiliary branch.
             aux_channels: hidden channels of the auxiliary branch (0: a 1x1 classifier).
+            aux_kernel_size: kernel of the auxiliary branch's hidden conv (3 or 1).
             aux_dropout: Dropout2d rate inside the auxiliary branch.
             norm: normalisation of the auxiliary branch's conv.
             loss_weight: weight of the final cross-entropy.
@@ -105,7 +110,8 @@ class ContextHead(nn.Module):
         self.aux_branch = None
         if aux_in_feature is not None:
             self.aux_branch = AuxiliaryBranch(
-                input_shape[aux_in_feature].channels, num_classes, aux_channels, norm, aux_dropout
+                input_shape[aux_in_feature].channels, num_classes, aux_channels, norm, aux_dropout,
+                kernel_size=aux_kernel_size,
             )
         self.predictor = Conv2d(context_channels, num_classes, kernel_size=1)
         nn.init.normal_(self.predictor.weight, std=0.001)
@@ -121,6 +127,7 @@ class ContextHead(nn.Module):
             "in_feature": head.IN_FEATURES[0] if head.IN_FEATURES else "res5",
             "aux_in_feature": head.AUX_IN_FEATURE or None,
             "aux_channels": head.AUX_CHANNELS,
+            "aux_kernel_size": head.AUX_KERNEL_SIZE,
             "aux_dropout": head.AUX_DROPOUT,
             "norm": head.NORM,
             "loss_weight": head.LOSS_WEIGHT,
