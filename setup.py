@@ -26,6 +26,8 @@ setup(
         "panopticapi-lite>=0.2.0",
         "opencv-python-headless>=4.5",
         "Pillow>=8.0",
+        # datasets/prepare_{pascal_context,coco_stuff_10k}.py read MATLAB .mat labels.
+        "scipy>=1.7,<2",
         "tabulate",
         "tqdm",
     ],

@@ -26,7 +26,7 @@ def ensure_dataset_available(dataset_name: str) -> None:
         _GENERATORS[dataset_name]()
     meta = MetadataCatalog.get(dataset_name)
     how = meta.get("prepare_command", None)
-    how = f"Create it with: {how}" if how else "See datasets/README.md for how to prepare it."
+    how = f"Create it with: {how} (see datasets/README.md)" if how else "See datasets/README.md for how to prepare it."
     for key in _PATH_KEYS:
         path = meta.get(key, None)
         if path and not os.path.exists(path):

@@ -4,6 +4,7 @@ import logging
 import os
 from typing import List, Optional
 
+import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import DatasetMapper
 from detectron2.engine import DefaultTrainer
@@ -19,6 +20,8 @@ from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_s
 from detectron2.utils import comm
 
 from ..data import SemanticDatasetMapper, ensure_dataset_available
+from ..evaluation import CityscapesOfficialSemSegEvaluator, build_submission_writer, cityscapesscripts_available
+from ..modeling.inference import prepare_for_inference, resolve_inference_dtype
 
 __all__ = ["Trainer", "build_evaluator"]
 
@@ -54,6 +57,12 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
     evaluators: List[DatasetEvaluator] = []
     if evaluator_type == "sem_seg":
         evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+    elif evaluator_type == "cityscapes_sem_seg":  # Detectron2's builtin cityscapes_fine_sem_seg_*
+        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        if cityscapesscripts_available():
+            evaluators.append(CityscapesOfficialSemSegEvaluator(dataset_name))
+    elif evaluator_type == "sem_seg_submission":  # test splits without public labels
+        evaluators.append(build_submission_writer(dataset_name, os.path.join(output_folder, "submission")))
     elif evaluator_type == "coco_panoptic_seg":
         evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
         if MetadataCatalog.get(dataset_name).get("sem_seg_root", None):
@@ -64,7 +73,7 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
     else:
         raise ValueError(
             f"Dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; panoptic_ocr evaluates "
-            f"'sem_seg' and 'coco_panoptic_seg'"
+            f"'sem_seg', 'cityscapes_sem_seg', 'sem_seg_submission' and 'coco_panoptic_seg'"
         )
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
@@ -99,6 +108,28 @@ class Trainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         ensure_dataset_available(dataset_name)
         return build_detection_test_loader(cfg, dataset_name, mapper=_build_mapper(cfg, False))
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """``DefaultTrainer.test`` on an inference copy of ``model`` (BN folded, channels-last
+        and/or reduced-precision conv weights) when ``TEST.FOLD_BATCHNORM``,
+        ``MODEL.INFERENCE_CHANNELS_LAST`` or ``MODEL.INFERENCE_DTYPE`` asks for one; ``model``
+        itself is not modified, so training continues unaffected."""
+        weight_dtype = None
+        # Reduced-precision weights need the autocast that OCRSemanticSegmentor runs at inference.
+        if hasattr(getattr(model, "module", model), "inference_dtype"):
+            weight_dtype = resolve_inference_dtype(cfg.MODEL.INFERENCE_DTYPE, torch.device(cfg.MODEL.DEVICE).type)
+        inference_model = prepare_for_inference(
+            model,
+            fold_bn=cfg.TEST.FOLD_BATCHNORM,
+            channels_last=cfg.MODEL.INFERENCE_CHANNELS_LAST,
+            weight_dtype=weight_dtype,
+        )
+        if inference_model is not model and hasattr(inference_model, "inference_dtype"):
+            # The copy's weights follow cfg: make its forward follow cfg too.
+            inference_model.inference_dtype = cfg.MODEL.INFERENCE_DTYPE
+            inference_model.inference_channels_last = cfg.MODEL.INFERENCE_CHANNELS_LAST
+        return super().test(cfg, inference_model, evaluators)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):

@@ -6,3 +6,15 @@ from .register_toy_scenes import register_toy_scenes
 
 _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 register_toy_scenes(os.path.join(_root, "toy_scenes"))
+
+from .register_ade20k import register_all_ade20k  # noqa: E402
+from .register_cityscapes import register_all_cityscapes  # noqa: E402
+from .register_coco_stuff_10k import register_coco_stuff_10k  # noqa: E402
+from .register_lip import register_lip  # noqa: E402
+from .register_pascal_context import register_pascal_context  # noqa: E402
+
+register_all_cityscapes(_root)
+register_all_ade20k(_root)
+register_lip(_root)
+register_pascal_context(_root)
+register_coco_stuff_10k(_root)
