@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import REPO_ROOT, make_cfg
+from detectron2.engine import HookBase
+
 from panoptic_ocr.engine import Trainer
 
 QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
@@ -75,24 +77,40 @@ def test_evaluation_reports_miou_through_the_test_loader(tmp_path):
     assert (tmp_path / "inference" / "toy_scenes_sem_seg_val" / "sem_seg_evaluation.pth").exists()
 
 
-def test_resume_continues_at_the_next_iteration(tmp_path):
-    cfg = small_cfg(tmp_path, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()")
-    first = Trainer(cfg)
-    first.resume_or_load(resume=False)
-    first.train()
-    saved = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
-    assert saved["iteration"] == 3
-    assert (tmp_path / "model_0000001.pth").exists()
+class _Interrupted(Exception):
+    pass
 
-    cfg.defrost()
-    cfg.SOLVER.MAX_ITER = 6
+
+class _StopAfter(HookBase):
+    """Interrupts training after iteration ``iteration`` (as a crash or a kill would)."""
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def after_step(self):
+        if self.trainer.iter == self.iteration:
+            raise _Interrupted()
+
+
+def test_resume_continues_at_the_next_iteration(tmp_path):
+    cfg = small_cfg(tmp_path, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()")
+    first = Trainer(cfg)
+    first.register_hooks([_StopAfter(3)])  # after the periodic checkpoint of iteration 3
+    first.resume_or_load(resume=False)
+    with pytest.raises(_Interrupted):
+        first.train()
+    assert (tmp_path / "last_checkpoint").read_text().strip() == "model_0000003.pth"
+    saved = torch.load(tmp_path / "model_0000003.pth", map_location="cpu", weights_only=True)
+    assert saved["iteration"] == 3
+
     second = Trainer(cfg)
     second.resume_or_load(resume=True)
     assert second.start_iter == 4
     name, value = next(iter(saved["model"].items()))
     assert torch.equal(second.model.state_dict()[name], value)
+    assert second.scheduler.last_epoch == 4  # the LR schedule resumes too
     second.train()
-    assert second.iter == 5
+    assert second.iter == 6  # Detectron2 leaves iter at max_iter after the last step
     assert torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)["iteration"] == 5
     assert [it for _, it in second.storage.history("total_loss").values()] == [4, 5]
 
