@@ -168,6 +168,25 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.TEST.FOLD_BATCHNORM = False
 
     # ---------------------------------------------------------------------------------------
+    # Test-time inference: sliding window and augmentation (docs/inference.md)
+    # ---------------------------------------------------------------------------------------
+    cfg.TEST.SLIDING_WINDOW = CN()
+    # Segment each test image in overlapping windows (bounded memory on large images).
+    cfg.TEST.SLIDING_WINDOW.ENABLED = False
+    # Window (h, w) in pixels of the test input; images smaller than it are padded.
+    cfg.TEST.SLIDING_WINDOW.SIZE = (769, 769)
+    # Step (h, w) between windows; at most SIZE. Overlapping logits are averaged.
+    cfg.TEST.SLIDING_WINDOW.STRIDE = (513, 513)
+    # Windows run together in one batch.
+    cfg.TEST.SLIDING_WINDOW.BATCH_SIZE = 1
+    # TEST.AUG.ENABLED (Detectron2's key) adds a second evaluation, reported as "<task>_TTA",
+    # averaging class probabilities over these scale factors of the test image ...
+    cfg.TEST.AUG.SCALES = (1.0,)
+    # ... and, with TEST.AUG.FLIP (Detectron2's key, default True), over horizontal flips.
+    # Class pairs swapped in flipped predictions (LIP: [[14, 15], [16, 17], [18, 19]]).
+    cfg.TEST.AUG.FLIP_CHANNEL_PAIRS = []
+
+    # ---------------------------------------------------------------------------------------
     # Outputs
     # ---------------------------------------------------------------------------------------
     cfg.VIS = CN()

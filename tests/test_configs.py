@@ -109,3 +109,11 @@ def test_hrnet_w48_ocr_cityscapes_config_has_the_papers_parameter_count():
     cfg.MODEL.HRNET.NORM = cfg.MODEL.SEM_SEG_HEAD.NORM = "BN"
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) == 70_371_446
+
+
+def test_dataset_specific_test_time_settings():
+    lip = make_cfg("configs/lip/semantic/ocr_R101_os8_bs32_crop473_poly_100k.yaml")
+    assert lip.TEST.AUG.ENABLED and lip.TEST.AUG.FLIP and tuple(lip.TEST.AUG.SCALES) == (1.0,)
+    assert [tuple(p) for p in lip.TEST.AUG.FLIP_CHANNEL_PAIRS] == [(14, 15), (16, 17), (18, 19)]
+    city = make_cfg("configs/cityscapes/semantic/ocr_R101_os8_bs8_crop769_poly_40k.yaml")
+    assert city.TEST.SLIDING_WINDOW.ENABLED and tuple(city.TEST.SLIDING_WINDOW.SIZE) == (769, 769)

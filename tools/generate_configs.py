@@ -28,6 +28,14 @@ RECIPES: Dict[str, Dict] = {
     "coco_stuff": {"name": "COCOStuff", "lr": 0.001, "wd": 1e-4, "crop": 520, "batch": 16, "iters": 60000,
                    "classes": 171, "train": ("coco_stuff_10k_sem_seg_train",), "test": ("coco_stuff_10k_sem_seg_test",)},
 }
+# Test-time settings per dataset: Cityscapes' 1024x2048 images in 769x769 windows (bounded
+# memory, as mmseg/openseg evaluate them); LIP with flip testing and the left/right part swap
+# (the paper's LIP numbers use "only flip testing").
+TEST_EXTRAS = {
+    "cityscapes": "TEST:\n  SLIDING_WINDOW:\n    ENABLED: True\n    SIZE: (769, 769)\n    STRIDE: (513, 513)\n",
+    "lip": ("TEST:\n  AUG:\n    ENABLED: True\n    SCALES: (1.0,)\n    FLIP: True\n"
+            "    FLIP_CHANNEL_PAIRS: [[14, 15], [16, 17], [18, 19]]  # left/right arm, leg, shoe\n"),
+}
 CITYSCAPES_TRAINVAL = ("cityscapes_fine_sem_seg_train", "cityscapes_fine_sem_seg_val")
 MOBILENET_BATCH, MOBILENET_ITERS = 16, 100000
 
@@ -198,7 +206,7 @@ SOLVER:
   WEIGHT_DECAY: {r['wd']}
   IMS_PER_BATCH: {r['batch']}
   MAX_ITER: {r['iters']}
-"""
+""" + TEST_EXTRAS.get(key, "")
 
 
 def _tuple(names) -> str:

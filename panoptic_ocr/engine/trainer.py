@@ -2,6 +2,7 @@
 import contextlib
 import logging
 import os
+from collections import OrderedDict
 from typing import List, Optional
 
 import torch
@@ -22,6 +23,7 @@ from detectron2.utils import comm
 from ..data import SemanticDatasetMapper, ensure_dataset_available
 from ..evaluation import CityscapesOfficialSemSegEvaluator, build_submission_writer, cityscapesscripts_available
 from ..modeling.inference import prepare_for_inference, resolve_inference_dtype
+from ..test_time_augmentation import SemanticSegmentorWithTTA
 
 __all__ = ["Trainer", "build_evaluator"]
 
@@ -130,6 +132,19 @@ class Trainer(DefaultTrainer):
             inference_model.inference_dtype = cfg.MODEL.INFERENCE_DTYPE
             inference_model.inference_channels_last = cfg.MODEL.INFERENCE_CHANNELS_LAST
         return super().test(cfg, inference_model, evaluators)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate ``model`` wrapped in :class:`SemanticSegmentorWithTTA` (``TEST.AUG``);
+        results are reported under ``<task>_TTA``, files under ``OUTPUT_DIR/inference_TTA``."""
+        logger.info("Running inference with test-time augmentation: scales %s, flip %s", cfg.TEST.AUG.SCALES, cfg.TEST.AUG.FLIP)
+        model = SemanticSegmentorWithTTA.from_config(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, model, evaluators)
+        return OrderedDict((k + "_TTA", v) for k, v in results.items())
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):

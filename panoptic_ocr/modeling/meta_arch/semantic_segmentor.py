@@ -1,11 +1,13 @@
-"""The project's semantic segmentor: Detectron2's ``SemanticSegmentor`` with exact padding."""
-from typing import Dict, List
+"""The project's semantic segmentor: Detectron2's ``SemanticSegmentor`` with exact padding,
+reduced-precision and sliding-window inference."""
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
+from torch.nn import functional as F
 
 from ..inference import INFERENCE_DTYPES, inference_autocast, resolve_inference_dtype
 
@@ -30,7 +32,9 @@ class OCRSemanticSegmentor(SemanticSegmentor):
     ``torch.autocast`` (``MODEL.INFERENCE_DTYPE``) and ``inference_channels_last`` feeds the
     image batch in ``torch.channels_last`` (``MODEL.INFERENCE_CHANNELS_LAST``). A head whose
     class sets ``uses_targets_at_inference = True`` (the OCR* oracle) gets the inputs' labels
-    in evaluation too; every input must then carry ``sem_seg``.
+    in evaluation too; every input must then carry ``sem_seg``. With ``sliding_window``
+    ``(window, stride, batch_size)`` (``TEST.SLIDING_WINDOW``) each image is segmented in
+    overlapping windows whose logits are averaged, so memory stays bounded on large images.
     """
 
     @configurable
@@ -40,9 +44,21 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         size_divisibility: int,
         inference_dtype: str = "float32",
         inference_channels_last: bool = False,
+        sliding_window: Optional[Tuple[Sequence[int], Sequence[int], int]] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if sliding_window is not None:
+            window, stride, batch_size = sliding_window
+            if len(window) != 2 or len(stride) != 2 or min(*window, *stride, batch_size) < 1:
+                raise ValueError(
+                    f"TEST.SLIDING_WINDOW needs SIZE and STRIDE as (h, w) >= 1 and BATCH_SIZE >= 1, got "
+                    f"{list(window)}, {list(stride)}, {batch_size}"
+                )
+            if any(s > w for s, w in zip(stride, window)):
+                raise ValueError(f"TEST.SLIDING_WINDOW.STRIDE {list(stride)} leaves gaps between windows {list(window)}")
+            sliding_window = (tuple(window), tuple(stride), int(batch_size))
+        self.sliding_window = sliding_window
         if size_divisibility < 0:
             size_divisibility = max(s.stride for s in self.backbone.output_shape().values())
         self.size_divisibility = max(size_divisibility, self.backbone.size_divisibility)
@@ -57,6 +73,8 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         ret["size_divisibility"] = cfg.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY
         ret["inference_dtype"] = cfg.MODEL.INFERENCE_DTYPE
         ret["inference_channels_last"] = cfg.MODEL.INFERENCE_CHANNELS_LAST
+        sw = cfg.TEST.SLIDING_WINDOW
+        ret["sliding_window"] = (sw.SIZE, sw.STRIDE, sw.BATCH_SIZE) if sw.ENABLED else None
         return ret
 
     def _pad(self, tensors: List[torch.Tensor], pad_value: float = 0.0) -> ImageList:
@@ -81,16 +99,69 @@ class OCRSemanticSegmentor(SemanticSegmentor):
             _, losses = self.sem_seg_head(self.backbone(images.tensor), targets)
             return losses
 
-        x = images.tensor
-        if self.inference_channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        dtype = resolve_inference_dtype(self.inference_dtype, self.device.type)
-        with inference_autocast(dtype, self.device.type):
-            results, _ = self.sem_seg_head(self.backbone(x), targets)
-        results = results.float()
+        if self.sliding_window is not None:
+            return self._sliding_window_inference(batched_inputs, targets)
+        results = self._segment(images.tensor, targets)
         processed = []
         for result, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
             height = input_per_image.get("height", image_size[0])
             width = input_per_image.get("width", image_size[1])
             processed.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
         return processed
+
+    def _segment(self, x: torch.Tensor, targets: Optional[torch.Tensor]) -> torch.Tensor:
+        """Float32 logits ``[N, K, h, w]`` of a normalised batch padded to ``size_divisibility``."""
+        if self.inference_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = resolve_inference_dtype(self.inference_dtype, self.device.type)
+        with inference_autocast(dtype, self.device.type):
+            results, _ = self.sem_seg_head(self.backbone(x), targets)
+        return results.float()
+
+    def _sliding_window_inference(self, batched_inputs: List[Dict], targets: Optional[torch.Tensor]) -> List[Dict]:
+        processed = []
+        for i, inp in enumerate(batched_inputs):
+            image = (inp["image"].to(self.device) - self.pixel_mean) / self.pixel_std
+            h, w = image.shape[-2:]
+            target = None if targets is None else targets[i, :h, :w]
+            logits = self.sliding_window_logits(image, target)
+            processed.append({"sem_seg": sem_seg_postprocess(logits, (h, w), inp.get("height", h), inp.get("width", w))})
+        return processed
+
+    def sliding_window_logits(self, image: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits ``[K, H, W]`` of one normalised image ``[3, H, W]``: the mean over the
+        overlapping ``window``-sized crops (placed every ``stride`` pixels, the last one flush
+        with the border) that cover each pixel. Images smaller than a window are padded."""
+        (wh, ww), (sh, sw), batch_size = self.sliding_window
+        h, w = image.shape[-2:]
+        ph, pw = max(h, wh), max(w, ww)
+        image = F.pad(image, (0, pw - w, 0, ph - h))
+        if target is not None:
+            target = F.pad(target, (0, pw - w, 0, ph - h), value=self.sem_seg_head.ignore_value)
+        ys = _window_starts(ph, wh, sh)
+        xs = _window_starts(pw, ww, sw)
+        corners = [(y, x) for y in ys for x in xs]
+        total, count = None, torch.zeros((1, ph, pw), device=image.device)
+        for start in range(0, len(corners), batch_size):
+            chunk = corners[start : start + batch_size]
+            crops = self._pad([image[:, y : y + wh, x : x + ww] for y, x in chunk]).tensor
+            crop_targets = None
+            if target is not None:
+                crop_targets = self._pad(
+                    [target[y : y + wh, x : x + ww] for y, x in chunk], self.sem_seg_head.ignore_value
+                ).tensor
+            logits = self._segment(crops, crop_targets)[:, :, :wh, :ww]
+            if total is None:
+                total = torch.zeros((logits.shape[1], ph, pw), device=image.device)
+            for (y, x), window_logits in zip(chunk, logits):
+                total[:, y : y + wh, x : x + ww] += window_logits
+                count[:, y : y + wh, x : x + ww] += 1
+        return (total / count)[:, :h, :w]
+
+
+def _window_starts(size: int, window: int, stride: int) -> List[int]:
+    """Offsets of windows covering ``[0, size)``; the last window ends at ``size``."""
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
