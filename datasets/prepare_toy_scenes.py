@@ -2,7 +2,7 @@
 """Generate the embedded toy-scenes dataset (no download).
 
     python datasets/prepare_toy_scenes.py                 # into $DETECTRON2_DATASETS/toy_scenes
-    python datasets/prepare_toy_scenes.py --root /tmp/toy --num-train 50 --num-val 10 --seed 3
+    python datasets/prepare_toy_scenes.py --root ~/data/toy_small --num-train 50 --num-val 10 --seed 3
 
 Training and evaluation generate the default dataset on first use; this script makes it
 explicitly, or makes variants of other sizes and seeds.

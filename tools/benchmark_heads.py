@@ -44,6 +44,7 @@ from detectron2.modeling import build_sem_seg_head  # noqa: E402
 
 import panoptic_ocr  # noqa: F401,E402  (registers the heads)
 from panoptic_ocr import add_ocr_config  # noqa: E402
+from panoptic_ocr.modeling.inference import prepare_for_inference  # noqa: E402
 
 HEAD_NAMES = {
     "ppm": "PPMHead",
@@ -193,7 +194,13 @@ def benchmark_head(name: str, args, device: torch.device) -> Dict:
     if args.dtype == "float32":
         autocast = contextlib.nullcontext
     else:
-        autocast = lambda: torch.autocast(device.type, dtype=DTYPES[args.dtype])  # noqa: E731
+        # The project's reduced-precision inference path (MODEL.INFERENCE_DTYPE with
+        # MODEL.INFERENCE_CHANNELS_LAST and TEST.FOLD_BATCHNORM): an inference copy with BN
+        # folded and channels-last conv weights stored in the dtype, run under autocast.
+        dtype = DTYPES[args.dtype]
+        module = prepare_for_inference(module, fold_bn=True, channels_last=True, weight_dtype=dtype)
+        inputs = tuple(t.contiguous(memory_format=torch.channels_last) for t in inputs)
+        autocast = lambda: torch.autocast(device.type, dtype=dtype)  # noqa: E731
 
     def run():
         with torch.no_grad(), autocast():
@@ -284,7 +291,8 @@ def parse_args(argv=None):
         "--dtype",
         default="float32",
         choices=tuple(DTYPES),
-        help="float32, or reduced precision via torch.autocast (bfloat16 on CPU, float16 on CUDA)",
+        help="float32, or the project's reduced-precision inference path (autocast, channels-last "
+        "weights in that dtype, BN folded): bfloat16 on CPU, float16 on CUDA",
     )
     parser.add_argument(
         "--variant",

@@ -13,7 +13,7 @@ format     file name (one per test image)    pixel values ("L" PNG, at the image
 cityscapes ``<city>_<seq>_<frame>_leftImg8bit ``labelIds`` of the 19 classes (7, 8, 11, ... 33),
            _pred.png`` (the server matches   from trainIds via cityscapesScripts' table
            ``<city>_<seq>_<frame>*.png``)
-ade20k     ``ADE_test_XXXXXXXX.png``         class index + 1 (1..150), the SceneParsing format
+ade20k     ``ADE_test_<8 digits>.png``        class index + 1 (1..150), the SceneParsing format
 lip        ``<image id>.png``                class index (0..19, 0 = background)
 ========== ================================= ==================================================
 """
