@@ -96,6 +96,9 @@ INPUT:
     IN_FEATURES: ["stage5"]  # 320 channels
     AUX_IN_FEATURE: "stage4"  # 96 channels
     AUX_CHANNELS: 256
+  OCR:  # the authors' cheaper "OCR-B" widths suit a 320-channel backbone; the fine-only
+    MID_CHANNELS: 256  # baseline reads MID_CHANNELS too, so both heads share the 3x3 conv
+    KEY_CHANNELS: 128
 INPUT:
   FORMAT: "RGB"
 """,

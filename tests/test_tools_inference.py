@@ -1,0 +1,138 @@
+"""Inference tools: ``tools/benchmark_fps.py`` (whole-model FPS, memory, precision comparison)
+and ``tools/visualize_object_regions.py`` (OCR's soft object regions as heat maps).
+
+Both are run in-process through their ``main(argv)`` on tiny inputs with random weights."""
+
+import json
+import math
+
+import cv2
+import pytest
+from detectron2.data import DatasetCatalog
+
+from conftest import REPO_ROOT
+from tools import benchmark_fps, visualize_object_regions
+
+OCR_CONFIG = str(REPO_ROOT / "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml")
+FINE_CONFIG = str(REPO_ROOT / "configs/toy_scenes/fine_only_R18_os16_toy_scenes_600it.yaml")
+ORACLE_CONFIG = str(REPO_ROOT / "configs/toy_scenes/ocr_gt_oracle_R18_os16_toy_scenes_600it.yaml")
+SMALL = [
+    "MODEL.OCR.MID_CHANNELS",
+    "64",
+    "MODEL.OCR.KEY_CHANNELS",
+    "32",
+    "MODEL.SEM_SEG_HEAD.AUX_CHANNELS",
+    "32",
+]
+
+POSITIVE_KEYS = (
+    "params",
+    "latency_ms",
+    "latency_min_ms",
+    "fps",
+    "peak_memory_mb",
+    "weights_mb",
+    "backbone_ms",
+)
+
+
+@pytest.fixture(scope="module")
+def toy_val_record():
+    return DatasetCatalog.get("toy_scenes_sem_seg_val")[0]
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_benchmark_fps_json(capsys, toy_val_record):
+    argv = [
+        "--configs", OCR_CONFIG, FINE_CONFIG,
+        "--names", "ocr", "fine",
+        "--size", "64,96",
+        "--runs", "1",
+        "--warmup", "0",
+        "--compare-dtype", "bfloat16",
+        "--image", toy_val_record["file_name"],
+        "--label", toy_val_record["sem_seg_file_name"],
+        "--calibrate",
+        "--breakdown",
+        "--json",
+        "--opts", *SMALL,
+    ]  # fmt: skip
+    report = benchmark_fps.main(argv)
+    printed = json.loads(capsys.readouterr().out)  # with --json, stdout is only the JSON
+    assert printed == json.loads(json.dumps(report))
+
+    env = report["environment"]
+    assert env["size"] == [64, 96] and env["threads"] >= 1 and env["torch"] and env["device"]
+    assert env["calibrated"] and env["opts"] == SMALL
+    results = report["results"]
+    # --dtype (float32) rows first, then the --compare-dtype rows, models in --configs order.
+    assert [(r["name"], r["dtype"]) for r in results] == [
+        ("ocr", "float32"), ("fine", "float32"), ("ocr", "bfloat16"), ("fine", "bfloat16"),
+    ]  # fmt: skip
+    for r in results:
+        for key in POSITIVE_KEYS:
+            assert _positive(r[key]), (r["name"], r["dtype"], key, r[key])
+        assert r["fps"] == pytest.approx(1000.0 / r["latency_ms"])
+        assert 0.0 <= r["calibration_pixel_accuracy"] <= 1.0
+        # bfloat16 goes through the project's fast path (Trainer.test's inference copy).
+        assert r["channels_last"] == r["fold_bn"] == (r["dtype"] == "bfloat16")
+    assert results[0]["fps_ratio"] == results[2]["fps_ratio"] == 1.0
+    assert results[0]["params"] > results[1]["params"]  # OCR adds its module and regions branch
+    assert results[2]["weights_mb"] < results[0]["weights_mb"]  # bfloat16 conv weights
+
+    assert [c["name"] for c in report["comparisons"]] == ["ocr", "fine"]
+    for c in report["comparisons"]:
+        assert c["dtype"] == "bfloat16" and _positive(c["speedup"]) and _positive(c["float32_ms"])
+        assert 0.9 <= c["agreement"] <= 1.0  # fitted classifier: few near-ties
+
+
+def test_benchmark_fps_table_and_argument_errors(capsys):
+    benchmark_fps.main(
+        ["--configs", FINE_CONFIG, "--size", "33,47", "--runs", "1", "--warmup", "0", "--no-memory"]
+    )
+    out = capsys.readouterr().out
+    assert "fine_only_R18_os16_toy_scenes_600it | float32" in out and "FPS ratio" in out
+    assert "peak mem" not in out
+    for argv, message in [
+        (["--configs", FINE_CONFIG, "--names", "a", "b"], "--names has 2 labels for 1"),
+        (["--configs", FINE_CONFIG, "--size", "64"], "--size needs H,W"),
+        (["--configs", FINE_CONFIG, "--calibrate"], "--calibrate needs --image and its --label"),
+        (["--configs", "no/such.yaml"], "does not exist"),
+    ]:
+        with pytest.raises(SystemExit):
+            benchmark_fps.main(argv)
+        assert message in capsys.readouterr().err
+
+
+def _visualize(config: str, image: str, output, *options: str):
+    argv = ["--config-file", config, "--input", image, "--output", str(output), *options]
+    return visualize_object_regions.main(argv + ["--opts", *SMALL])
+
+
+def test_visualize_object_regions_writes_panels(tmp_path, toy_val_record, caplog):
+    image = toy_val_record["file_name"]
+    height, width = cv2.imread(image).shape[:2]
+    written = _visualize(OCR_CONFIG, image, tmp_path / "default", "--top-k", "2")
+    assert "randomly initialised" in caplog.text
+    assert len(written) == 2
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == sorted(
+        p.rsplit("/", 1)[-1] for p in written
+    )
+    for path in written:
+        assert cv2.imread(path).shape == (height, 3 * width, 3)  # prediction | region | p(class)
+
+    written = _visualize(OCR_CONFIG, image, tmp_path / "chosen", "--classes", "SKY", "0")
+    stem = image.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    assert [p.rsplit("/", 1)[-1] for p in written] == [f"{stem}_3_sky.png", f"{stem}_0_circle.png"]
+    with pytest.raises(ValueError, match="unknown class 'tree'.*0=circle"):
+        _visualize(OCR_CONFIG, image, tmp_path / "bad", "--classes", "tree")
+
+
+@pytest.mark.parametrize("config", [FINE_CONFIG, ORACLE_CONFIG])
+def test_visualize_object_regions_needs_predicted_regions(tmp_path, toy_val_record, config):
+    with pytest.raises(ValueError, match="has no predicted soft object regions"):
+        _visualize(config, toy_val_record["file_name"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
