@@ -34,3 +34,26 @@ def make_cfg(config_file: str = None, opts=None):
 @pytest.fixture
 def cfg_factory():
     return make_cfg
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """For modules of tiny tensors: one thread is as fast as two and suffers no OpenMP
+    barrier stalls when the machine's cores are shared. Use with ``pytestmark``/autouse."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomise_batchnorm(module: torch.nn.Module, seed: int = 0, spread: float = 0.2) -> None:
+    """Give every BatchNorm2d non-trivial statistics and affine parameters, so that code that
+    must apply them (a reference computation, BN folding) is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * spread)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * spread)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import randomise_batchnorm
 from panoptic_ocr.modeling import ObjectContextBlock
 from panoptic_ocr.modeling.heads import GroundTruthOCRContext, OCRContext, ground_truth_regions
 
@@ -15,25 +16,8 @@ torch.manual_seed(0)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one thread is as fast as two and suffers no OpenMP barrier
-    stalls when the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _randomise_norms(module: torch.nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters, so the reference must apply them."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+def _single_thread(single_thread):
+    """These tensors are tiny: run on one thread (conftest's ``single_thread``)."""
 
 
 def _conv_bn_relu(layer, v: torch.Tensor) -> torch.Tensor:
@@ -92,7 +76,7 @@ def _reference_ocr(module: OCRContext, features: torch.Tensor, region_logits: to
 @pytest.mark.parametrize("batch", [1, 2])
 def test_ocr_matches_equations(proj_layers, batch):
     module = OCRContext(6, mid_channels=10, key_channels=4, proj_layers=proj_layers, norm="BN")
-    _randomise_norms(module, seed=proj_layers)
+    randomise_batchnorm(module, seed=proj_layers)
     module.eval()
     features = torch.randn(batch, 6, 5, 7)
     region_logits = torch.randn(batch, 3, 5, 7) * 3
@@ -125,7 +109,7 @@ def test_ocr_head_wires_aux_logits_as_regions(cfg_factory):
     )
     shapes = {"res4": ShapeSpec(channels=5, stride=2), "res5": ShapeSpec(channels=6, stride=2)}
     head = build_sem_seg_head(cfg, shapes)
-    _randomise_norms(head)
+    randomise_batchnorm(head)
     head.eval()
     feats = {"res4": torch.randn(1, 5, 4, 6), "res5": torch.randn(1, 6, 4, 6)}
     with torch.no_grad():
@@ -172,7 +156,7 @@ def test_ground_truth_ocr_definitions():
     torch.manual_seed(1)
     num_classes, h, w = 4, 5, 6
     module = GroundTruthOCRContext(3, num_classes=num_classes, mid_channels=8, key_channels=4, norm="BN")
-    _randomise_norms(module, seed=3)
+    randomise_batchnorm(module, seed=3)
     module.eval()
     features = torch.randn(2, 3, h, w)
     labels = torch.randint(0, 3, (2, h, w))  # class 3 absent everywhere

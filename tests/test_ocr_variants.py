@@ -12,7 +12,7 @@ from detectron2.utils.events import EventStorage
 from PIL import Image
 from torch.nn import functional as F
 
-from conftest import make_cfg
+from conftest import make_cfg, randomise_batchnorm
 from panoptic_ocr.data import SemanticDatasetMapper
 from panoptic_ocr.modeling import (
     OCRSemanticSegmentor,
@@ -61,13 +61,8 @@ SMALL_MODEL = [
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one thread is as fast as two and suffers no OpenMP barrier
-    stalls when the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(single_thread):
+    """These tensors are tiny: run on one thread (conftest's ``single_thread``)."""
 
 
 def _head(name: str, **opts):
@@ -257,17 +252,6 @@ def test_mapper_loads_labels_at_inference_on_request(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Inference: reduced precision and BatchNorm folding
 # ----------------------------------------------------------------------------------------------
-def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 @pytest.fixture(scope="module")
 def small_ocr_model():
     """The quickstart R18 OCR segmentor at reduced widths, fixed seed, random BN statistics and
@@ -275,7 +259,7 @@ def small_ocr_model():
     cfg = make_cfg("configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml", SMALL_MODEL)
     torch.manual_seed(0)
     model = build_model(cfg)
-    _randomise_batchnorm(model)
+    randomise_batchnorm(model, spread=0.1)
     torch.nn.init.normal_(model.sem_seg_head.predictor.weight, std=0.1)
     return model.eval()
 
