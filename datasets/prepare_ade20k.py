@@ -12,12 +12,11 @@ Stops, writing nothing, if an output folder is not empty (unless --overwrite) or
 unreadable, of another size than its image, or holds a value above 150.
 """
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 from panoptic_ocr.data.label_files import (
+    prepare_argument_parser,
     IGNORE_LABEL,
     LabelLUT,
     convert_splits,
@@ -32,19 +31,7 @@ ADE20K_LUT = LabelLUT([IGNORE_LABEL] + list(range(NUM_CLASSES)), "ADE20K ScenePa
 
 
 def main(argv=None) -> int:
-    default_root = os.path.join(
-        os.getenv("DETECTRON2_DATASETS", "datasets"), "ADEChallengeData2016"
-    )
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        default=default_root,
-        help=f"the unzipped ADEChallengeData2016 (default: {default_root})",
-    )
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
-    parser.add_argument("--overwrite", action="store_true", help="replace labels converted before")
+    parser = prepare_argument_parser(__doc__, ("ADEChallengeData2016",), "the unzipped ADEChallengeData2016", SPLITS)
     args = parser.parse_args(argv)
 
     def run() -> str:

@@ -14,13 +14,11 @@ Stops, writing nothing, if a labelTrainIds file exists already (unless --overwri
 is unreadable, of another size than its image, or holds an id outside 0..33.
 """
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 from panoptic_ocr.data.datasets.register_cityscapes import CITYSCAPES_LABEL_ID_TO_TRAIN_ID
-from panoptic_ocr.data.label_files import LabelLUT, convert_splits, exit_on_error, read_label_png
+from panoptic_ocr.data.label_files import prepare_argument_parser, LabelLUT, convert_splits, exit_on_error, read_label_png
 
 ANNOTATIONS = ("gtFine", "gtCoarse")
 CITYSCAPES_LUT = LabelLUT.from_dict(
@@ -45,24 +43,13 @@ def find_jobs(root: Path, annotation: str):
 
 
 def main(argv=None) -> int:
-    default_root = os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "cityscapes")
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        default=default_root,
-        help=f"the unzipped Cityscapes release (default: {default_root})",
-    )
+    parser = prepare_argument_parser(__doc__, ("cityscapes",), "the unzipped Cityscapes release", None)
     parser.add_argument(
         "--annotations",
         nargs="+",
         default=None,
         choices=ANNOTATIONS,
         help="default: those present under --root",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace labelTrainIds files made before"
     )
     args = parser.parse_args(argv)
 

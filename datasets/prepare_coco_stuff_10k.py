@@ -13,14 +13,13 @@ Stops, writing nothing, if an output folder is not empty (unless --overwrite) or
 missing, unreadable, of another size than its image, or holds a value above 182.
 """
 
-import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 
 from panoptic_ocr.data.datasets.register_coco_stuff_10k import coco_stuff_182_to_171
 from panoptic_ocr.data.label_files import (
+    prepare_argument_parser,
     LabelLUT,
     convert_splits,
     exit_on_error,
@@ -33,17 +32,7 @@ COCO_STUFF_LUT = LabelLUT(coco_stuff_182_to_171(), "COCO-Stuff ids")
 
 
 def main(argv=None) -> int:
-    default_root = os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "coco_stuff_10k")
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        default=default_root,
-        help=f"the unzipped cocostuff-10k-v1.1.zip (default: {default_root})",
-    )
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
-    parser.add_argument("--overwrite", action="store_true", help="replace labels converted before")
+    parser = prepare_argument_parser(__doc__, ("coco_stuff_10k",), "the unzipped cocostuff-10k-v1.1.zip", SPLITS)
     args = parser.parse_args(argv)
 
     def run() -> str:

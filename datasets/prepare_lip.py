@@ -13,28 +13,18 @@ The released values are kept (background 0 is a class); the conversion makes eve
 --overwrite) or if a label is unreadable, of another size than its image, or holds a value above 19.
 """
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 from panoptic_ocr.data.datasets.register_lip import LIP_CATEGORIES
-from panoptic_ocr.data.label_files import LabelLUT, convert_splits, exit_on_error, read_label_png
+from panoptic_ocr.data.label_files import prepare_argument_parser, LabelLUT, convert_splits, exit_on_error, read_label_png
 
 SPLITS = ("train", "val")
 LIP_LUT = LabelLUT([i for i, _, _ in LIP_CATEGORIES], "LIP class ids")
 
 
 def main(argv=None) -> int:
-    default_root = os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "lip")
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root", default=default_root, help=f"the unzipped LIP release (default: {default_root})"
-    )
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
-    parser.add_argument("--overwrite", action="store_true", help="replace labels converted before")
+    parser = prepare_argument_parser(__doc__, ("lip",), "the unzipped LIP release", SPLITS)
     args = parser.parse_args(argv)
 
     def run() -> str:

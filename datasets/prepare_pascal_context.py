@@ -14,14 +14,13 @@ Stops, writing nothing, if an output folder is not empty (unless --overwrite) or
 missing, unreadable, of another size than its image, or holds a value above 459.
 """
 
-import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 
 from panoptic_ocr.data.datasets.register_pascal_context import pascal_context_459_to_59
 from panoptic_ocr.data.label_files import (
+    prepare_argument_parser,
     LabelLUT,
     convert_splits,
     exit_on_error,
@@ -35,22 +34,10 @@ OUTPUT_DIR = Path("annotations_detectron2") / "pascal_context_59"
 
 
 def main(argv=None) -> int:
-    default_root = os.path.join(
-        os.getenv("DETECTRON2_DATASETS", "datasets"), "VOCdevkit", "VOC2010"
-    )
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        default=default_root,
-        help=f"VOC2010 with the context labels (default: {default_root})",
-    )
+    parser = prepare_argument_parser(__doc__, ("VOCdevkit", "VOC2010"), "VOC2010 with the context labels", SPLITS)
     parser.add_argument(
         "--labels-dir", default=None, help="folder of the <id>.mat files (default: <root>/trainval)"
     )
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
-    parser.add_argument("--overwrite", action="store_true", help="replace labels converted before")
     args = parser.parse_args(argv)
 
     def run() -> str:

@@ -14,6 +14,7 @@ the run converted, so a failed run leaves earlier outputs untouched and no half-
 Any problem raises :class:`LabelConversionError` naming the offending file.
 """
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -305,6 +306,21 @@ def convert_splits(
             split: convert_pairs(jobs, read_label, lut, writer, desc=split)
             for split, jobs in jobs_by_split.items()
         }
+
+
+def prepare_argument_parser(
+    description: str, folder: Sequence[str], what: str, splits: Optional[Sequence[str]] = None
+) -> argparse.ArgumentParser:
+    """The command line shared by ``datasets/prepare_*.py``: ``--root`` (default
+    ``$DETECTRON2_DATASETS/<folder...>``, described as ``what``), ``--overwrite`` and, given
+    ``splits``, ``--splits``."""
+    default_root = os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), *folder)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=default_root, help=f"{what} (default: {default_root})")
+    if splits is not None:
+        parser.add_argument("--splits", nargs="+", default=list(splits), choices=splits)
+    parser.add_argument("--overwrite", action="store_true", help="replace labels converted before")
+    return parser
 
 
 def exit_on_error(run: Callable[[], str]) -> int:
