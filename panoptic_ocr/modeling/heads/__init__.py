@@ -14,3 +14,4 @@ from .ocr_ablation_heads import (
 )
 from .ocr_oracle_head import GroundTruthOCRContext, OCRGroundTruthHead, ground_truth_regions
 from .coarse_to_fine_heads import CoarseOnlyHead, FineOnlyHead, LabelEnsembleHead, LabelRefinementHead
+from .panoptic_fpn_heads import ASPPSemSegFPNHead, ContextSemSegFPNHead, OCRSemSegFPNHead, PPMSemSegFPNHead
