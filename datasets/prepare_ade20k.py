@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from panoptic_ocr.data.label_files import (
-    prepare_argument_parser,
     IGNORE_LABEL,
     LabelLUT,
     convert_splits,
     exit_on_error,
+    prepare_argument_parser,
     read_label_png,
 )
 

@@ -18,7 +18,13 @@ import sys
 from pathlib import Path
 
 from panoptic_ocr.data.datasets.register_cityscapes import CITYSCAPES_LABEL_ID_TO_TRAIN_ID
-from panoptic_ocr.data.label_files import prepare_argument_parser, LabelLUT, convert_splits, exit_on_error, read_label_png
+from panoptic_ocr.data.label_files import (
+    LabelLUT,
+    convert_splits,
+    exit_on_error,
+    prepare_argument_parser,
+    read_label_png,
+)
 
 ANNOTATIONS = ("gtFine", "gtCoarse")
 CITYSCAPES_LUT = LabelLUT.from_dict(

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from panoptic_ocr.data.datasets.register_coco_stuff_10k import coco_stuff_182_to_171
 from panoptic_ocr.data.label_files import (
-    prepare_argument_parser,
     LabelLUT,
     convert_splits,
     exit_on_error,
+    prepare_argument_parser,
     read_label_mat,
     read_lines,
 )

@@ -17,7 +17,13 @@ import sys
 from pathlib import Path
 
 from panoptic_ocr.data.datasets.register_lip import LIP_CATEGORIES
-from panoptic_ocr.data.label_files import prepare_argument_parser, LabelLUT, convert_splits, exit_on_error, read_label_png
+from panoptic_ocr.data.label_files import (
+    LabelLUT,
+    convert_splits,
+    exit_on_error,
+    prepare_argument_parser,
+    read_label_png,
+)
 
 SPLITS = ("train", "val")
 LIP_LUT = LabelLUT([i for i, _, _ in LIP_CATEGORIES], "LIP class ids")

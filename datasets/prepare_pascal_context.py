@@ -20,10 +20,10 @@ from pathlib import Path
 
 from panoptic_ocr.data.datasets.register_pascal_context import pascal_context_459_to_59
 from panoptic_ocr.data.label_files import (
-    prepare_argument_parser,
     LabelLUT,
     convert_splits,
     exit_on_error,
+    prepare_argument_parser,
     read_label_mat,
     read_lines,
 )

@@ -19,7 +19,7 @@ modules), so their ImageNet checkpoints load after dropping the classification-o
 (see ``tools/convert_pretrained.py``).
 """
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec, get_norm
@@ -303,14 +303,6 @@ class HRNet(Backbone):
             ]
             outputs["concat"] = torch.cat([xs[0]] + upsampled, dim=1)
         return {name: outputs[name] for name in self._out_features}
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
-            for name in self._out_features
-        }
 
 
 @BACKBONE_REGISTRY.register()

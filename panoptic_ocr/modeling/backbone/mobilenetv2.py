@@ -27,7 +27,6 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import Backbone
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
-from torchvision.models.mobilenetv2 import InvertedResidual
 
 __all__ = ["DilatedMobileNetV2", "build_mobilenetv2_backbone"]
 
@@ -133,14 +132,6 @@ class DilatedMobileNetV2(Backbone):
             if name in self._out_features:
                 outputs[name] = x
         return outputs
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
-            for name in self._out_features
-        }
 
 
 @BACKBONE_REGISTRY.register()
