@@ -8,7 +8,7 @@ __all__ = ["register_dataset_generator", "ensure_dataset_available"]
 
 _GENERATORS: Dict[str, Callable[[], object]] = {}
 # Metadata keys that name files or folders a dataset needs.
-_PATH_KEYS = ("image_root", "sem_seg_root", "panoptic_root", "panoptic_json", "json_file")
+_PATH_KEYS = ("image_root", "sem_seg_root", "panoptic_root", "panoptic_json", "json_file", "image_info_json")
 
 
 def register_dataset_generator(dataset_name: str, generate: Callable[[], object]) -> None:

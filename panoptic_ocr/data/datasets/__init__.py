@@ -18,3 +18,11 @@ register_all_ade20k(_root)
 register_lip(_root)
 register_pascal_context(_root)
 register_coco_stuff_10k(_root)
+
+from .register_coco_panoptic_test import register_coco_panoptic_test_dev  # noqa: E402
+
+register_coco_panoptic_test_dev(_root)
+
+from .register_coco_panoptic import register_all_coco_panoptic  # noqa: E402
+
+register_all_coco_panoptic(_root)
