@@ -21,7 +21,12 @@ from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_s
 from detectron2.utils import comm
 
 from ..data import SemanticDatasetMapper, ensure_dataset_available
-from ..evaluation import CityscapesOfficialSemSegEvaluator, build_submission_writer, cityscapesscripts_available
+from ..evaluation import (
+    CityscapesOfficialSemSegEvaluator,
+    COCOPanopticSubmissionWriter,
+    build_submission_writer,
+    cityscapesscripts_available,
+)
 from ..modeling.inference import prepare_for_inference, resolve_inference_dtype
 from ..test_time_augmentation import SemanticSegmentorWithTTA
 
@@ -72,10 +77,13 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
         if MetadataCatalog.get(dataset_name).get("json_file", None):
             # Without detectron2._C the fast COCO eval is absent; ask for pycocotools directly.
             evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False))
+    elif evaluator_type == "coco_panoptic_submission":  # COCO panoptic test-dev: the server's zip
+        evaluators.append(COCOPanopticSubmissionWriter(dataset_name, output_folder, overwrite=False))
     else:
         raise ValueError(
             f"Dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; panoptic_ocr evaluates "
-            f"'sem_seg', 'cityscapes_sem_seg', 'sem_seg_submission' and 'coco_panoptic_seg'"
+            f"'sem_seg', 'cityscapes_sem_seg', 'sem_seg_submission', 'coco_panoptic_seg' and "
+            f"'coco_panoptic_submission'"
         )
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 

@@ -1,6 +1,7 @@
 """Evaluators of panoptic_ocr: test-set submission writers and Cityscapes' official scoring."""
 
 from .cityscapes_evaluation import CityscapesOfficialSemSegEvaluator, cityscapesscripts_available
+from .panoptic_submission import COCOPanopticSubmissionWriter, submission_name
 from .submission import (
     ADE20KSubmissionWriter,
     CityscapesSubmissionWriter,
@@ -11,10 +12,12 @@ from .submission import (
 
 __all__ = [
     "ADE20KSubmissionWriter",
+    "COCOPanopticSubmissionWriter",
     "CityscapesOfficialSemSegEvaluator",
     "CityscapesSubmissionWriter",
     "LIPSubmissionWriter",
     "SemSegSubmissionWriter",
     "build_submission_writer",
     "cityscapesscripts_available",
+    "submission_name",
 ]
