@@ -17,7 +17,8 @@ from detectron2.utils.logger import setup_logger
 
 from panoptic_ocr import add_ocr_config
 from panoptic_ocr.engine import Trainer, adapt_config_to_device
-from panoptic_ocr.utils import save_semantic_overlays
+from panoptic_ocr.evaluation.panoptic_summary import format_panoptic_summary
+from panoptic_ocr.utils import save_prediction_overlays
 
 
 def setup(args):
@@ -37,7 +38,7 @@ def save_overlays(cfg, model):
     if cfg.VIS.NUM_IMAGES <= 0 or not comm.is_main_process() or not cfg.DATASETS.TEST:
         return
     dataset_name = cfg.DATASETS.TEST[0]
-    paths = save_semantic_overlays(
+    paths = save_prediction_overlays(
         model,
         Trainer.build_test_loader(cfg, dataset_name),
         dataset_name,
@@ -45,6 +46,17 @@ def save_overlays(cfg, model):
         cfg.VIS.NUM_IMAGES,
     )
     logging.getLogger("panoptic_ocr").info("Saved %d prediction overlays to %s", len(paths), os.path.dirname(paths[0]))
+
+
+def log_panoptic_summary(cfg, results):
+    """End the log with supplementary Table 3's columns (AP, PQ-Th, mIoU, PQ-St, PQ) for every
+    test dataset evaluated panoptically."""
+    if not comm.is_main_process() or not results:
+        return
+    per_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
+    table = format_panoptic_summary(per_dataset)
+    if table:
+        logging.getLogger("panoptic_ocr").info("Panoptic results (supplementary Table 3 columns):\n%s", table)
 
 
 def main(args):
@@ -58,6 +70,7 @@ def main(args):
         if comm.is_main_process():
             verify_results(cfg, results)
         save_overlays(cfg, model)
+        log_panoptic_summary(cfg, results)
         return results
 
     trainer = Trainer(cfg)
@@ -66,6 +79,7 @@ def main(args):
         trainer.register_hooks([hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))])
     results = trainer.train()
     save_overlays(cfg, trainer.model.module if hasattr(trainer.model, "module") else trainer.model)
+    log_panoptic_summary(cfg, results)
     return results
 
 

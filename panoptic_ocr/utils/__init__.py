@@ -1,1 +1,1 @@
-from .visualization import save_semantic_overlays
+from .visualization import draw_prediction, save_prediction_overlays
