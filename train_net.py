@@ -78,6 +78,9 @@ def main(args):
     if cfg.TEST.AUG.ENABLED:
         trainer.register_hooks([hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))])
     results = trainer.train()
+    # DefaultTrainer.train returns the results only when TEST.EXPECTED_RESULTS is set; its
+    # EvalHook keeps the last ones on the trainer.
+    results = results or getattr(trainer, "_last_eval_results", None)
     save_overlays(cfg, trainer.model.module if hasattr(trainer.model, "module") else trainer.model)
     log_panoptic_summary(cfg, results)
     return results
