@@ -218,3 +218,17 @@ def test_eval_only_reports_every_evaluator_and_two_processes_agree_with_one(toy_
     expected = [one["segm"]["AP"], one["panoptic_seg"]["PQ_th"], one["sem_seg"]["mIoU"], one["panoptic_seg"]["PQ_st"],
                 one["panoptic_seg"]["PQ"]]
     assert [float(c) for c in row[1:]] == pytest.approx(expected, abs=0.051)
+
+
+def test_benchmark_of_the_semantic_branch_runs_and_ocr_costs_least():
+    """Smoke run of tools/benchmark_panoptic_heads.py at a tiny size; the supplementary's claim
+    that OCR is cheaper than PPM and ASPP holds for the configs' widths (MACs do not depend on
+    the machine)."""
+    from tools import benchmark_panoptic_heads as bench
+
+    results = {r["head"]: r for r in bench.main(["--image", "64,96", "--runs", "1", "--warmup", "0"])}
+    assert list(results) == ["Panoptic-FPN", "+ PPM", "+ ASPP", "+ OCR"]
+    plain = results["Panoptic-FPN"]["macs"]
+    context = {head: r["macs"] - plain for head, r in results.items() if head != "Panoptic-FPN"}
+    assert 0 < context["+ OCR"] < min(context["+ PPM"], context["+ ASPP"])
+    assert all(r["latency_ms"] > 0 and r["params"] > 0 for r in results.values())
