@@ -14,6 +14,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 from conftest import REPO_ROOT, make_cfg
@@ -78,6 +79,7 @@ def test_variants_differ_from_panoptic_fpn_only_in_the_semantic_context_module(v
 
 @pytest.fixture(scope="module")
 def toy_batch():
+    seed_all_rng(0)  # the mapper's random flip
     cfg = make_cfg(f"{COCO}/panoptic_fpn_R_50_3x.yaml", COCO_ON_TOY)
     mapper = DatasetMapper(cfg, is_train=True)
     return [mapper(r) for r in DatasetCatalog.get("toy_scenes_panoptic_train_separated")[:2]]
@@ -85,7 +87,7 @@ def toy_batch():
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_variant_builds_from_its_config_and_its_loss_falls_on_toy_data(variant, toy_batch):
-    torch.manual_seed(0)
+    seed_all_rng(0)  # weights, proposal and RoI sampling
     cfg = make_cfg(f"{COCO}/panoptic_fpn_{variant}R_50_3x.yaml", COCO_ON_TOY + ["SOLVER.BASE_LR", "0.005"])
     model = build_model(cfg)
     assert type(model.sem_seg_head).__name__ == VARIANTS[variant]
