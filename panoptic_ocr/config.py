@@ -6,8 +6,11 @@ from detectron2.projects.deeplab import add_deeplab_config
 def add_ocr_config(cfg: CN) -> None:
     """Add panoptic_ocr's keys (and DeepLab's, which it builds on) to a Detectron2 config."""
     add_deeplab_config(cfg)
-    # DeepLab's default is its "hard_pixel_mining" loss; the OCR paper trains with plain CE.
+    # Loss of the final output and of the auxiliary branch, by name in
+    # panoptic_ocr.modeling.losses.SEM_SEG_LOSS_REGISTRY (docs/losses.md); an unknown name is an
+    # error. DeepLab's default is "hard_pixel_mining"; the OCR paper trains with plain CE.
     cfg.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "cross_entropy"
+    cfg.MODEL.SEM_SEG_HEAD.AUX_LOSS_TYPE = "cross_entropy"
     # OCRSemanticSegmentor pads each batch to a multiple of this; -1 means the largest
     # backbone output stride, so upsampled logits align exactly with the input pixels.
     cfg.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY = -1
