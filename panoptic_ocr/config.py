@@ -9,8 +9,33 @@ def add_ocr_config(cfg: CN) -> None:
     # Loss of the final output and of the auxiliary branch, by name in
     # panoptic_ocr.modeling.losses.SEM_SEG_LOSS_REGISTRY (docs/losses.md); an unknown name is an
     # error. DeepLab's default is "hard_pixel_mining"; the OCR paper trains with plain CE.
+    # Allowed: cross_entropy, ohem_cross_entropy (HRNet-OCR), ohem_cross_entropy_openseg,
+    # hard_pixel_mining (Detectron2's DeepLabCE), rmi, lovasz_softmax.
     cfg.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "cross_entropy"
     cfg.MODEL.SEM_SEG_HEAD.AUX_LOSS_TYPE = "cross_entropy"
+    # Options of those losses, shared by both branches (each loss reads only its own keys).
+    cfg.MODEL.SEM_SEG_HEAD.LOSS = CN()
+    # Per-class weights (cross_entropy, both OHEMs, hard_pixel_mining): [] = unweighted, or
+    # exactly NUM_CLASSES non-negative floats (rmi and lovasz_softmax take no weights).
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.CLASS_WEIGHTS = []
+    # OHEM: keep pixels whose true-class probability < max(OHEM_THRESH, p of the
+    # OHEM_MIN_KEPT-th easiest-to-miss pixel). Thresh in [0, 1] (authors: 0.7 default, 0.9 in
+    # HRNet-OCR's Cityscapes config); min kept integer >= 1, counted per GPU batch (100000 in
+    # both authors' defaults, 131072 in HRNet-OCR's Cityscapes config).
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.OHEM_THRESH = 0.7
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.OHEM_MIN_KEPT = 100000
+    # hard_pixel_mining: fraction in (0, 1] of the largest pixel losses kept (DeepLab: 0.2).
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.HARD_PIXEL_TOP_K = 0.2
+    # RMI (openseg's): window side 1..10; downsampling stride >= 1 (1 = none, kernel = stride);
+    # pooling "max", "avg" or "interpolate"; loss = LAMBDA * BCE + (1 - LAMBDA) * RMI, LAMBDA in [0, 1].
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.RMI_RADIUS = 3
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.RMI_POOL_STRIDE = 3
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.RMI_POOL_TYPE = "max"
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.RMI_LAMBDA = 0.5
+    # Lovasz-softmax: True = mean of per-image losses, False = one sort over the batch;
+    # classes "present" (in the labels) or "all".
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.LOVASZ_PER_IMAGE = False
+    cfg.MODEL.SEM_SEG_HEAD.LOSS.LOVASZ_CLASSES = "present"
     # OCRSemanticSegmentor pads each batch to a multiple of this; -1 means the largest
     # backbone output stride, so upsampled logits align exactly with the input pixels.
     cfg.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY = -1
