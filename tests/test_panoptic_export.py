@@ -29,6 +29,7 @@ from panoptic_ocr.data.datasets.register_coco_panoptic_test import (
 )
 from panoptic_ocr.engine import build_evaluator
 from panoptic_ocr.evaluation import COCOPanopticSubmissionWriter
+from panoptic_ocr.utils.safe_write import TEMP_PREFIX
 from tools import export_coco_panoptic
 
 TOY = "toy_scenes_panoptic_val_separated"
@@ -186,7 +187,7 @@ def test_refuses_to_overwrite_unless_asked(tmp_path, monkeypatch):
     real_replace = os.replace
 
     def replace_but_not_the_new_zip(src, dst):
-        if Path(src).parent.name.startswith(".panoptic_submission-") and Path(src).name == f"{STEM}.zip":
+        if Path(src).name.startswith(TEMP_PREFIX) and Path(src).name.endswith(f"-{STEM}.zip"):
             raise OSError("rename failed")
         real_replace(src, dst)
 

@@ -8,13 +8,12 @@ These are the ``coco/panoptic_stuff_{train,val}2017`` folders that Detectron2's
 
 Every PNG is checked against its ``segments_info`` and every category against the metadata. Each
 output folder is written into a temporary sibling folder and renamed into place only when every
-split converted, so a failed run leaves earlier outputs as they were.
+split converted (:mod:`panoptic_ocr.utils.safe_write`), so a failed run leaves earlier outputs as
+they were.
 """
 
 import multiprocessing
 import os
-import shutil
-import tempfile
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,7 +29,8 @@ from .datasets.register_coco_panoptic import (
     read_panoptic_json,
     read_panoptic_png,
 )
-from .label_files import LabelConversionError, check_outputs_absent
+from ..utils.safe_write import PendingOutputs
+from .label_files import _OVERWRITE_HINT, LabelConversionError, check_outputs_absent
 
 __all__ = ["PanopticStuffSplit", "panoptic_to_stuff", "write_panoptic_stuff_labels"]
 
@@ -113,32 +113,6 @@ def _split_jobs(split: PanopticStuffSplit, temp_dir: str, metadata) -> List[Tupl
     return jobs
 
 
-def _make_temp_dir(output_dir: str) -> str:
-    """A new hidden folder beside ``output_dir``, with the permissions ``os.mkdir`` would give."""
-    temp_dir = tempfile.mkdtemp(
-        prefix=f".{os.path.basename(output_dir)}.",
-        suffix=".partial",
-        dir=os.path.dirname(os.path.abspath(output_dir)),
-    )
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp_dir, 0o777 & ~umask)
-    return temp_dir
-
-
-def _replace_dir(temp_dir: str, target: str) -> None:
-    """Move ``temp_dir`` to ``target``, replacing an existing ``target``."""
-    if os.path.lexists(target):
-        old = tempfile.mkdtemp(
-            prefix=f".{os.path.basename(target)}.", suffix=".old", dir=os.path.dirname(target)
-        )
-        os.replace(target, os.path.join(old, "replaced"))
-        os.replace(temp_dir, target)
-        shutil.rmtree(old)
-    else:
-        os.replace(temp_dir, target)
-
-
 def write_panoptic_stuff_labels(
     splits: Sequence[PanopticStuffSplit],
     metadata=None,
@@ -155,7 +129,8 @@ def write_panoptic_stuff_labels(
     Returns:
         ``{output_dir: number of labels written}``.
     Raises:
-        FileExistsError: an output folder exists and is not empty, and ``overwrite`` is False.
+        OutputExistsError: (a ``FileExistsError``) an output folder exists and is not empty, and
+            ``overwrite`` is False.
         FileNotFoundError: a JSON or a panoptic PNG is missing.
         ValueError: (a ``LabelConversionError``) a PNG disagrees with its ``segments_info``, or a
             category is unknown; the message names the file.
@@ -166,13 +141,11 @@ def write_panoptic_stuff_labels(
         parent = os.path.dirname(os.path.abspath(split.output_dir))
         if not os.path.isdir(parent):
             raise FileNotFoundError(f"Folder '{parent}' (for '{split.output_dir}') does not exist")
-    temp_dirs: List[str] = []
-    try:
+    with PendingOutputs(overwrite=overwrite, hint=_OVERWRITE_HINT) as pending:
         # Every JSON is read and checked before the first PNG is converted.
-        jobs_per_split = []
-        for split in splits:
-            temp_dirs.append(_make_temp_dir(split.output_dir))
-            jobs_per_split.append(_split_jobs(split, temp_dirs[-1], metadata))
+        jobs_per_split = [
+            _split_jobs(split, pending.directory(split.output_dir), metadata) for split in splits
+        ]
         counts = {}
         for split, jobs in zip(splits, jobs_per_split):
             progress = dict(
@@ -191,10 +164,4 @@ def write_panoptic_stuff_labels(
                 for job in tqdm(jobs, **progress):
                     _convert_one(job)
             counts[split.output_dir] = len(jobs)
-        for split, temp_dir in zip(splits, temp_dirs):
-            _replace_dir(temp_dir, split.output_dir)
-        temp_dirs = []
-        return counts
-    finally:
-        for temp_dir in temp_dirs:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    return counts

@@ -9,8 +9,9 @@ Every converter follows the same steps for each (source label, image) pair:
    values the table does not know;
 4. write a single-channel ("L") PNG.
 
-Outputs are first written as ``*.partial`` files and renamed into place only when every file of
-the run converted, so a failed run leaves earlier outputs untouched and no half-converted split.
+Outputs are first written as hidden temporary siblings (:mod:`panoptic_ocr.utils.safe_write`) and
+renamed into place only when every file of the run converted, so a failed run leaves earlier
+outputs untouched and no half-converted split.
 Any problem raises :class:`LabelConversionError` naming the offending file.
 """
 
@@ -23,6 +24,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from ..utils.safe_write import OutputExistsError, PendingOutputs, output_exists
 
 __all__ = [
     "IGNORE_LABEL",
@@ -40,6 +43,7 @@ __all__ = [
 ]
 
 IGNORE_LABEL = 255
+_OVERWRITE_HINT = "Remove it, or pass --overwrite to replace the converted labels."
 PathLike = Union[str, os.PathLike]
 
 
@@ -179,78 +183,35 @@ def check_outputs_absent(paths: Iterable[PathLike], overwrite: bool) -> None:
     ``paths`` are output files, or output folders (an existing non-empty folder counts).
 
     Raises:
-        FileExistsError: naming the first existing output and how many there are.
+        OutputExistsError: (a ``FileExistsError``) naming the first existing output and how many
+            there are.
     """
     if overwrite:
         return
-    existing = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            if any(p.iterdir()):
-                existing.append(p)
-        elif p.exists():
-            existing.append(p)
+    existing = [Path(p) for p in paths if output_exists(p)]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise FileExistsError(
-            f"Output '{existing[0]}' already exists{more}; nothing was written. "
-            f"Remove it, or pass --overwrite to replace the converted labels."
+        raise OutputExistsError(
+            existing[0],
+            f"Output '{existing[0]}' already exists{more}; nothing was written. {_OVERWRITE_HINT}",
         )
 
 
-class PendingWrites:
-    """Write label PNGs as ``<name>.partial`` and rename them all into place on :meth:`commit`.
+class PendingWrites(PendingOutputs):
+    """Label PNGs written to temporary siblings and renamed into place together on
+    :meth:`commit` (see :class:`panoptic_ocr.utils.safe_write.PendingOutputs`).
 
-    Used as a context manager: leaving the block with an exception deletes the partial files
-    (and the folders this object created), so the output tree is as it was before the run.
+    Used as a context manager: leaving the block with an exception deletes the temporaries (and
+    the folders this object created), so the output tree is as it was before the run.
     """
 
-    def __init__(self):
-        self._pending: List[Tuple[Path, Path]] = []
-        self._created_dirs: List[Path] = []
-
-    def _mkdirs(self, folder: Path) -> None:
-        missing = []
-        while not folder.exists():
-            missing.append(folder)
-            folder = folder.parent
-        for d in reversed(missing):
-            d.mkdir()
-            self._created_dirs.append(d)
+    def __init__(self, *, overwrite: bool = False):
+        super().__init__(overwrite=overwrite, hint=_OVERWRITE_HINT)
 
     def write(self, label: np.ndarray, file_name: PathLike) -> None:
         """Queue ``label`` (``[H, W]`` uint8) to be written to ``file_name`` as an "L" PNG."""
-        target = Path(file_name)
-        self._mkdirs(target.parent)
-        partial = target.with_name(target.name + ".partial")
-        Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8)).save(partial, format="PNG")
-        self._pending.append((partial, target))
-
-    def commit(self) -> int:
-        for partial, target in self._pending:
-            os.replace(partial, target)
-        n, self._pending, self._created_dirs = len(self._pending), [], []
-        return n
-
-    def abort(self) -> None:
-        for partial, _ in self._pending:
-            partial.unlink(missing_ok=True)
-        for d in reversed(self._created_dirs):
-            try:
-                d.rmdir()
-            except OSError:
-                pass  # not empty: something else lives there
-        self._pending, self._created_dirs = [], []
-
-    def __enter__(self) -> "PendingWrites":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+        temp = self.file(file_name)
+        Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8)).save(temp, format="PNG")
 
 
 def convert_pairs(
@@ -294,14 +255,14 @@ def convert_splits(
     Returns:
         the number of labels written per split.
     Raises:
-        FileExistsError: an output exists and ``overwrite`` is False.
+        OutputExistsError: (a ``FileExistsError``) an output exists and ``overwrite`` is False.
         LabelConversionError: a split has no label, or a file is missing or invalid.
     """
     for split, jobs in jobs_by_split.items():
         if not jobs:
             raise LabelConversionError(f"Split '{split}' has no label file to convert")
     check_outputs_absent(outputs, overwrite)
-    with PendingWrites() as writer:
+    with PendingWrites(overwrite=overwrite) as writer:
         return {
             split: convert_pairs(jobs, read_label, lut, writer, desc=split)
             for split, jobs in jobs_by_split.items()

@@ -8,19 +8,16 @@ and the folder ``panoptic_<split>_<method>_results/`` of RGB id PNGs
 the folder and the zip side by side in ``output_dir``; the JSON and folder are what
 panopticapi's ``pq_compute(gt_json, pred_json, gt_folder, pred_folder)`` reads.
 
-Files appear only once complete: everything is written into a hidden temporary folder inside
-``output_dir`` and renamed into place at the end. An existing submission is never replaced
-unless ``overwrite=True``.
+Files appear only once complete: each is written as a hidden temporary sibling and all are
+renamed into place together at the end (:mod:`panoptic_ocr.utils.safe_write`). An existing
+submission is never replaced unless ``overwrite=True``; an overwrite that fails restores it.
 """
 
 import collections
 import itertools
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -28,13 +25,17 @@ from typing import Dict, List, Optional, Tuple
 from detectron2.evaluation import COCOPanopticEvaluator
 from detectron2.utils import comm
 
+from ..utils.safe_write import PendingOutputs, check_writable
+
 __all__ = ["COCOPanopticSubmissionWriter", "submission_name"]
 
 logger = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TEMP_PREFIX = ".panoptic_submission-"
-_BACKUP_PREFIX = "previous-"
+_OVERWRITE_HINT = (
+    "Move it away, choose another output folder or method name, or overwrite "
+    "(overwrite=True, --overwrite)."
+)
 
 
 def submission_name(split_tag: str, method_name: str) -> str:
@@ -82,7 +83,8 @@ class COCOPanopticSubmissionWriter(COCOPanopticEvaluator):
                 refuse, here and again just before writing.
 
         Raises:
-            FileExistsError: naming a submission file that exists, when ``overwrite`` is False.
+            OutputExistsError: (a ``FileExistsError``) naming a submission file that exists, when
+                ``overwrite`` is False.
             ValueError: ``split_tag`` or ``method_name`` is not a plain file-name part.
         """
         super().__init__(dataset_name, output_dir)
@@ -112,15 +114,8 @@ class COCOPanopticSubmissionWriter(COCOPanopticEvaluator):
         return self.png_dir, self.json_path, self.zip_path
 
     def _check_not_existing(self) -> None:
-        if self._overwrite:
-            return
         for path in self._targets():
-            if path.exists() or path.is_symlink():
-                raise FileExistsError(
-                    f"COCO panoptic submission '{path}' already exists: nothing was written. "
-                    f"Move it away, choose another output folder or method name, or overwrite "
-                    f"(overwrite=True, --overwrite)."
-                )
+            check_writable(path, overwrite=self._overwrite, hint=_OVERWRITE_HINT)
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         # The parent converts category ids in place (and pops "isthing"); give it copies so
@@ -170,59 +165,23 @@ class COCOPanopticSubmissionWriter(COCOPanopticEvaluator):
         return {"panoptic_submission": {"num_images": float(len(predictions))}}
 
     def _write(self, predictions: List[Dict]) -> None:
-        os.makedirs(self._output_dir, exist_ok=True)
-        self._check_not_existing()
-        temp_dir = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=self._output_dir))
-        try:
-            new_png_dir = temp_dir / self._stem
-            new_png_dir.mkdir()
+        with PendingOutputs(overwrite=self._overwrite, hint=_OVERWRITE_HINT) as pending:
+            # Registered, hence renamed into place, in the order of _targets(): zip last.
+            png_dir, json_path, zip_path = (
+                Path(pending.directory(self.png_dir)),
+                Path(pending.file(self.json_path)),
+                Path(pending.file(self.zip_path)),
+            )
             annotations = []
             for p in predictions:
-                (new_png_dir / p["file_name"]).write_bytes(p["png_string"])
+                (png_dir / p["file_name"]).write_bytes(p["png_string"])
                 annotations.append({k: v for k, v in p.items() if k != "png_string"})
-            new_json = temp_dir / f"{self._stem}.json"
-            new_json.write_text(json.dumps({"annotations": annotations}, default=_to_builtin))
-            new_zip = temp_dir / f"{self._stem}.zip"
-            with zipfile.ZipFile(new_zip, "w") as archive:
-                archive.write(new_json, new_json.name, compress_type=zipfile.ZIP_DEFLATED)
+            json_path.write_text(json.dumps({"annotations": annotations}, default=_to_builtin))
+            with zipfile.ZipFile(zip_path, "w") as archive:
+                archive.write(json_path, f"{self._stem}.json", compress_type=zipfile.ZIP_DEFLATED)
                 archive.writestr(zipfile.ZipInfo(f"{self._stem}/"), b"")
                 for p in predictions:  # PNGs are compressed already: store them
-                    archive.write(new_png_dir / p["file_name"], f"{self._stem}/{p['file_name']}")
-            self._move_into_place(temp_dir, [new_png_dir, new_json, new_zip])
-        except BaseException:
-            if any(p.name.startswith(_BACKUP_PREFIX) for p in temp_dir.iterdir()):
-                logger.error("The previous submission files could not be restored; they are in %s", temp_dir)
-            else:
-                shutil.rmtree(temp_dir, ignore_errors=True)
-            raise
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-    def _move_into_place(self, temp_dir: Path, new_paths: List[Path]) -> None:
-        """Rename the new files over the targets; an existing target (``overwrite``) is first
-        moved into ``temp_dir`` and restored if any rename fails."""
-        self._check_not_existing()
-        replaced, placed = [], []
-        try:
-            for new, target in zip(new_paths, self._targets()):
-                if target.exists() or target.is_symlink():
-                    backup = temp_dir / f"{_BACKUP_PREFIX}{target.name}"
-                    os.replace(target, backup)
-                    replaced.append((backup, target))
-                os.replace(new, target)
-                placed.append(target)
-        except BaseException:
-            for target in placed:
-                _remove(target)
-            for backup, target in replaced:
-                os.replace(backup, target)
-            raise
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+                    archive.write(png_dir / p["file_name"], f"{self._stem}/{p['file_name']}")
 
 
 def _to_builtin(value):

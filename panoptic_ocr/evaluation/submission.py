@@ -3,7 +3,7 @@
 Detectron2's ``CityscapesSemSegEvaluator`` writes the right PNGs but into a temporary folder that
 it deletes after scoring against labels, and nothing writes ADE20K or LIP test PNGs. These writers
 keep their files in ``output_dir``, score nothing (test labels are not public) and never replace an
-earlier submission unless asked to (``overwrite=True``).
+earlier submission unless asked to (``overwrite=True``); the folder appears complete or not at all.
 
 Formats (``submission_format`` metadata key of the dataset):
 
@@ -19,11 +19,12 @@ lip        ``<image id>.png``                class index (0..19, 0 = background)
 """
 
 import collections
+import io
 import itertools
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -32,6 +33,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from ..data.datasets.register_cityscapes import CITYSCAPES_TRAIN_ID_TO_LABEL_ID
+from ..utils.safe_write import atomic_directory, check_writable
 
 __all__ = [
     "ADE20KSubmissionWriter",
@@ -43,6 +45,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_OVERWRITE_HINT = "Move it away, choose another OUTPUT_DIR, or pass overwrite=True (--overwrite)."
+
 
 def _stem(file_name: str) -> str:
     return os.path.splitext(os.path.basename(file_name))[0]
@@ -51,8 +55,12 @@ def _stem(file_name: str) -> str:
 class SemSegSubmissionWriter(DatasetEvaluator):
     """Write ``lut[argmax(sem_seg)]`` of every image as a single-channel PNG in ``output_dir``.
 
-    Each process writes the PNGs of its own images; :meth:`evaluate` checks that no two images
-    got the same file name and returns ``{"sem_seg_submission": {"num_images": N}}``.
+    Each process encodes the PNGs of its own images in memory; :meth:`evaluate` gathers them,
+    checks that no two images got the same file name, writes them on the main process into a
+    temporary sibling of ``output_dir`` that then takes its place
+    (:func:`panoptic_ocr.utils.safe_write.atomic_directory`), and returns
+    ``{"sem_seg_submission": {"num_images": N}}``. A run that fails leaves an earlier submission
+    as it was.
     """
 
     def __init__(
@@ -65,42 +73,32 @@ class SemSegSubmissionWriter(DatasetEvaluator):
     ):
         """
         Args:
-            output_dir: the submission folder, created if needed.
+            output_dir: the submission folder, created (with its parents) when written.
             lut: ``lut[k]`` = the value written for predicted class ``k``; its length is the
                 number of classes the model must predict.
             file_name_fn: input ``file_name`` -> PNG name inside ``output_dir``.
-            overwrite: if ``output_dir`` is not empty, delete its ``*.png`` files and write anew;
-                otherwise (default) refuse, so that no earlier submission is lost.
+            overwrite: replace a non-empty ``output_dir`` (the whole folder) once the new
+                submission is written; otherwise (default) refuse, so that no earlier submission
+                is lost.
 
         Raises:
-            FileExistsError: ``output_dir`` holds files and ``overwrite`` is False.
+            OutputExistsError: (a ``FileExistsError``) naming ``output_dir``, which holds files,
+                when ``overwrite`` is False.
         """
         self._output_dir = Path(output_dir)
         self._lut = np.asarray(lut, dtype=np.uint8)
         self._file_name_fn = file_name_fn
-        # Every process checks (so that all raise alike); only the main one deletes and creates.
-        d = self._output_dir
-        existing = sorted(d.iterdir()) if d.is_dir() else []
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"Submission folder '{d}' is not empty ({len(existing)} entries, "
-                f"e.g. '{existing[0].name}'): nothing was written. Move it away, choose another "
-                f"OUTPUT_DIR, or pass overwrite=True."
-            )
-        if comm.is_main_process():
-            for p in existing:
-                if p.suffix == ".png" and p.is_file():
-                    p.unlink()
-            d.mkdir(parents=True, exist_ok=True)
-        comm.synchronize()  # no process writes before the folder is ready
-        self._written: List[str] = []
+        self._overwrite = overwrite
+        # Every process checks, so that all raise alike; evaluate() checks again before writing.
+        check_writable(self._output_dir, overwrite=overwrite, hint=_OVERWRITE_HINT)
+        self._pngs: List[Tuple[str, bytes]] = []
 
     @property
     def output_dir(self) -> Path:
         return self._output_dir
 
     def reset(self) -> None:
-        self._written = []
+        self._pngs = []
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         for inp, out in zip(inputs, outputs):
@@ -117,22 +115,25 @@ class SemSegSubmissionWriter(DatasetEvaluator):
                     f"not the image's {inp['width']}x{inp['height']}: submissions need "
                     f"full-resolution labels"
                 )
-            name = self._file_name_fn(inp["file_name"])
-            Image.fromarray(self._lut[pred]).save(self._output_dir / name)
-            self._written.append(name)
+            buffer = io.BytesIO()
+            Image.fromarray(self._lut[pred]).save(buffer, format="PNG")
+            self._pngs.append((self._file_name_fn(inp["file_name"]), buffer.getvalue()))
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
         comm.synchronize()
-        written = comm.gather(self._written, dst=0)
+        pngs = list(itertools.chain(*comm.gather(self._pngs, dst=0)))
         if not comm.is_main_process():
             return {}
-        names = list(itertools.chain(*written))
+        names = [name for name, _ in pngs]
         duplicates = sorted(n for n, count in collections.Counter(names).items() if count > 1)
         if duplicates:
             raise ValueError(
-                f"Several test images were written to the same file(s) {duplicates[:5]} "
-                f"in '{self._output_dir}'"
+                f"Several test images map to the same file(s) {duplicates[:5]} of "
+                f"'{self._output_dir}': nothing was written"
             )
+        with atomic_directory(self._output_dir, overwrite=self._overwrite) as temp_dir:
+            for name, data in pngs:
+                (Path(temp_dir) / name).write_bytes(data)
         logger.info("Wrote %d submission PNGs to %s", len(names), self._output_dir)
         return {"sem_seg_submission": {"num_images": float(len(names))}}
 

@@ -227,7 +227,10 @@ class PendingOutputs:
             except OSError as err:
                 logger.error(
                     "Could not restore '%s' after a failed write (%s); the previous output is "
-                    "in '%s'", e.target, err, e.backup,
+                    "in '%s'",
+                    e.target,
+                    err,
+                    e.backup,
                 )
 
     def abort(self) -> None:
@@ -277,7 +280,9 @@ def atomic_directory(path: PathLike, *, overwrite: bool = False) -> Iterator[str
         yield pending.directory(path)
 
 
-def write_json(obj: Any, path: PathLike, *, overwrite: bool = False, indent: Optional[int] = 2) -> None:
+def write_json(
+    obj: Any, path: PathLike, *, overwrite: bool = False, indent: Optional[int] = 2
+) -> None:
     """``json.dump`` ``obj`` to ``path`` through :func:`atomic_file`."""
     with atomic_file(path, overwrite=overwrite) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=indent)
