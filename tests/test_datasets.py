@@ -43,6 +43,7 @@ from panoptic_ocr.evaluation import (
     build_submission_writer,
     cityscapesscripts_available,
 )
+from panoptic_ocr.utils.safe_write import OutputExistsError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(
@@ -544,7 +545,7 @@ def test_prepare_refuses_to_overwrite(d2root, capsys):
     np.testing.assert_array_equal(_read(out), 0)  # untouched
     assert _run_ade(ade, capsys, "--overwrite")[0] == 0
     np.testing.assert_array_equal(_read(out), 4)
-    assert not list(ade.rglob("*.partial"))
+    assert not list(ade.rglob(".partial-*")) and not list(ade.rglob(".replaced-*"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,14 +589,16 @@ def test_ade20k_submission_values_and_refusal_to_overwrite(tmp_path):
     np.testing.assert_array_equal(out, pred + 1)
     assert out.min() == 1 and out.max() == 150
 
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(OutputExistsError, match=re.escape(f"'{sub}' already exists")):
         ADE20KSubmissionWriter(str(sub))
     np.testing.assert_array_equal(_read(sub / "ADE_test_00000001.png"), pred + 1)  # nothing lost
-    (sub / "notes.txt").write_text("kept")
-    ADE20KSubmissionWriter(str(sub), overwrite=True)
-    assert sorted(p.name for p in sub.iterdir()) == [
-        "notes.txt"
-    ]  # old PNGs removed, other files kept
+    writer = ADE20KSubmissionWriter(str(sub), overwrite=True)
+    assert (sub / "ADE_test_00000001.png").exists()  # kept until the new submission is written
+    writer.reset()
+    writer.process([{"file_name": "/x/ADE_test_00000002.jpg"}], [{"sem_seg": _logits(pred, 150)}])
+    writer.evaluate()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # no temporary sibling left
+    assert sorted(p.name for p in sub.iterdir()) == ["ADE_test_00000002.png"]  # folder replaced
 
     writer = ADE20KSubmissionWriter(str(tmp_path / "other"))
     with pytest.raises(ValueError, match="19 classes; this submission format expects 150"):
@@ -641,5 +644,5 @@ def test_trainer_test_on_a_label_free_split_writes_the_submission(d2root, fresh_
     for stem, hw in sizes.items():
         label = _read(submission / f"{stem}.png")
         assert label.shape == hw and 1 <= label.min() and label.max() <= 150
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(OutputExistsError, match=re.escape(f"'{submission}' already exists")):
         Trainer.test(cfg, model)  # a second run would replace the first submission
