@@ -46,6 +46,18 @@ def add_ocr_config(cfg: CN) -> None:
     # The context module reads MODEL.SEM_SEG_HEAD.IN_FEATURES[0]: stage 4 of a dilated ResNet
     # ("res5") or HRNet's final representation.
     cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res5"]
+    # Context module of the generic heads ContextHead / ContextSemSegFPNHead, by its name in
+    # panoptic_ocr.modeling.contexts.CONTEXT_REGISTRY: "ocr", "ppm", "aspp", "self_attention",
+    # "double_attention", "danet", "cc_attention", "ocr_da_relations", "ocr_acf_relations",
+    # "ocr_gt_oracle", "fine", "coarse_only", "label_refinement". The named heads (OCRHead,
+    # PPMHead, ...) fix it: leave it "" for them.
+    cfg.MODEL.SEM_SEG_HEAD.CONTEXT = ""
+    # ContextHead: the context's soft object regions come from a second, unsupervised branch on
+    # AUX_IN_FEATURE (Table 1 "w/o supervision"; OCRNoRegionSupervisionHead sets it).
+    cfg.MODEL.SEM_SEG_HEAD.UNSUPERVISED_REGIONS = False
+    # ContextHead: final logits = (1 - w) * predictor + w * auxiliary logits, w =
+    # MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT (the label-ensemble baseline; LabelEnsembleHead sets it).
+    cfg.MODEL.SEM_SEG_HEAD.ENSEMBLE_WITH_AUX = False
     # Feature of the auxiliary branch (OCR: the soft object regions; other heads: deep
     # supervision): stage 3 of a dilated ResNet ("res4"); with HRNet the same as IN_FEATURES.
     # "" disables the branch (not allowed for OCR, whose regions come from it).

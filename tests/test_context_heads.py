@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_sem_seg_head
 
 from conftest import REPO_ROOT, make_cfg
-from panoptic_ocr.modeling.heads import CrissCrossAttention
+from panoptic_ocr.modeling.contexts import REGIONS, CrissCrossAttention
 
 NUM_CLASSES = 5
 STRIDE = 8
@@ -95,7 +95,7 @@ def test_context_accepts_any_feature_size(name, opts):
         x = torch.randn(2, 32, h, w)
         regions = torch.randn(2, NUM_CLASSES, h, w)
         with torch.no_grad():
-            out = head.forward_context(x, regions)
+            out = head.context(x, regions) if head.context.consumes == REGIONS else head.context(x)
         assert out.shape[0] == 2 and out.shape[2:] == (h, w), (name, h, w, out.shape)
 
 

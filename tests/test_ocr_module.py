@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from conftest import randomise_batchnorm
 from panoptic_ocr.modeling import ObjectContextBlock
-from panoptic_ocr.modeling.heads import GroundTruthOCRContext, OCRContext, ground_truth_regions
+from panoptic_ocr.modeling.contexts import GroundTruthOCRContext, OCRContext, ground_truth_regions
 
 torch.manual_seed(0)
 

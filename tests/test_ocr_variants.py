@@ -20,7 +20,8 @@ from panoptic_ocr.modeling import (
     prepare_for_inference,
     resolve_inference_dtype,
 )
-from panoptic_ocr.modeling.heads import OCRContext, OCRHead
+from panoptic_ocr.modeling.contexts import OCRContext
+from panoptic_ocr.modeling.heads import OCRHead
 
 NUM_CLASSES = 5
 STRIDE = 4
@@ -339,7 +340,6 @@ def trained_tiny_ocr():
         aux_in_feature="res4",
         aux_channels=16,
         context=OCRContext(32, mid_channels=32, key_channels=16),
-        context_channels=32,
     )
     model = OCRSemanticSegmentor(
         backbone=backbone, sem_seg_head=head, pixel_mean=[128.0] * 3, pixel_std=[64.0] * 3, size_divisibility=-1

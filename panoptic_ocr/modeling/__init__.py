@@ -1,6 +1,9 @@
 from .backbone import DilatedBasicBlock, build_dilated_resnet_backbone
-from .heads import AuxiliaryBranch, ContextHead, OCRContext, OCRHead
+from .layers import AuxiliaryBranch, classifier, conv_norm_relu
+from .contexts import CONTEXT_REGISTRY, ContextModule, OCRContext, build_context
+from .heads import ContextHead, OCRHead
+from .losses import SEM_SEG_LOSS_REGISTRY, build_sem_seg_loss
 from .meta_arch import OCRSemanticSegmentor
-from .object_context import ObjectContextBlock, conv_norm_relu, gather_object_regions
+from .object_context import ObjectContextBlock, gather_object_regions
 from .fuse import fold_batchnorm
 from .inference import inference_autocast, prepare_for_inference, resolve_inference_dtype

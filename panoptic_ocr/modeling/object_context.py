@@ -5,24 +5,11 @@ Shapes use N (batch), C (channels), H x W (feature size) and K (object regions =
 from typing import Optional
 
 import torch
-from detectron2.layers import Conv2d, get_norm
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-__all__ = ["conv_norm_relu", "gather_object_regions", "ObjectContextBlock"]
+from .layers import conv_norm_relu
 
-
-def conv_norm_relu(in_channels: int, out_channels: int, norm: str, kernel_size: int = 1) -> Conv2d:
-    """A ``kernel_size`` conv followed by ``norm`` (if any) and ReLU; no bias when normalised."""
-    return Conv2d(
-        in_channels,
-        out_channels,
-        kernel_size=kernel_size,
-        padding=kernel_size // 2,
-        bias=not norm,
-        norm=get_norm(norm, out_channels),
-        activation=F.relu,
-    )
+__all__ = ["gather_object_regions", "ObjectContextBlock"]
 
 
 def gather_object_regions(features: Tensor, region_logits: Tensor) -> Tensor:

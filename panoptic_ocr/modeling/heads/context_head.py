@@ -1,4 +1,5 @@
-"""Shared skeleton of every context head (OCR, PPM, ASPP, attention variants, baselines).
+"""The one semantic head of every context module (OCR, PPM, ASPP, attention variants,
+ablations, baselines), and the registered names of the paper's heads as thin aliases.
 
 All heads of the paper's comparisons differ only in the context module between the backbone
 feature and the classifier; the auxiliary branch, the classifier, the losses and Detectron2's
@@ -6,58 +7,76 @@ semantic-head contract are the same, which keeps comparisons fair.
 """
 from typing import Dict, Optional, Tuple
 
-from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..object_context import conv_norm_relu
+from ..contexts import REGIONS, TARGETS, build_context, context_class
+from ..layers import AuxiliaryBranch, classifier, resize_to
+from ..losses import CrossEntropyLoss, build_sem_seg_loss
 
-__all__ = ["AuxiliaryBranch", "ContextHead"]
-
-
-class AuxiliaryBranch(nn.Module):
-    """Coarse segmentation from an intermediate feature: the soft object regions of OCR, or the
-    usual auxiliary (deep-supervision) classifier of the other heads.
-
-    ``hidden_channels > 0``: ``kernel_size`` conv-norm-ReLU, Dropout2d, 1x1 classifier (authors'
-    code: 3x3 on ResNet, 1x1 in HRNet-OCR); ``hidden_channels == 0``: a single 1x1 classifier
-    (the paper's "linear function"). Shapes: ``[N, C_in, H, W] -> [N, K, H, W]``.
-    """
-
-    def __init__(
-        self, in_channels: int, num_classes: int, hidden_channels: int, norm: str, dropout: float,
-        kernel_size: int = 3,
-    ):
-        super().__init__()
-        layers = []
-        if hidden_channels > 0:
-            layers.append(conv_norm_relu(in_channels, hidden_channels, norm, kernel_size=kernel_size))
-            if dropout > 0:
-                layers.append(nn.Dropout2d(dropout))
-            in_channels = hidden_channels
-        classifier = Conv2d(in_channels, num_classes, kernel_size=1)
-        nn.init.normal_(classifier.weight, std=0.001)
-        nn.init.zeros_(classifier.bias)
-        layers.append(classifier)
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
+__all__ = [
+    "ContextHead",
+    "context_name_of",
+    "OCRHead",
+    "PPMHead",
+    "ASPPHead",
+    "SelfAttentionHead",
+    "DoubleAttentionHead",
+    "DANetHead",
+    "CCAttentionHead",
+    "OCRNoRegionSupervisionHead",
+    "OCRDoubleAttentionRelationHead",
+    "OCRACFRelationHead",
+    "OCRGroundTruthHead",
+    "CoarseOnlyHead",
+    "FineOnlyHead",
+    "LabelEnsembleHead",
+    "LabelRefinementHead",
+]
 
 
+def context_name_of(head_cls: type, cfg: CfgNode) -> str:
+    """The context module a head class builds: its ``CONTEXT`` (aliases), else
+    ``MODEL.SEM_SEG_HEAD.CONTEXT``; both set and different is an error."""
+    configured = cfg.MODEL.SEM_SEG_HEAD.CONTEXT
+    fixed = getattr(head_cls, "CONTEXT", "")
+    if fixed and configured and configured != fixed:
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.NAME {head_cls.__name__} always uses the context {fixed!r}, but "
+            f"MODEL.SEM_SEG_HEAD.CONTEXT is {configured!r}: leave it empty or use the generic head "
+            f"({'ContextSemSegFPNHead' if 'FPN' in head_cls.__name__ else 'ContextHead'})"
+        )
+    name = fixed or configured
+    if not name:
+        raise ValueError(f"{head_cls.__name__} needs MODEL.SEM_SEG_HEAD.CONTEXT (e.g. 'ocr', 'ppm', 'aspp')")
+    context_class(name)  # raises with the list of registered names
+    return name
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
 class ContextHead(nn.Module):
     """Backbone feature -> ``context`` module -> 1x1 classifier, plus an optional auxiliary
     branch on another feature, with Detectron2's semantic-head contract.
 
     ``forward(features, targets)`` returns ``(None, losses)`` in training and
     ``(logits [N, K, H_in, W_in], {})`` at inference (``H_in x W_in``: the padded input size).
-    Losses: ``loss_sem_seg`` (x ``loss_weight``) and, with an auxiliary branch,
-    ``loss_sem_seg_aux`` (x ``aux_loss_weight``; paper: 0.4).
+    Losses (through :func:`~panoptic_ocr.modeling.losses.build_sem_seg_loss`):
+    ``loss_sem_seg`` (x ``loss_weight``) and, with an auxiliary branch, ``loss_sem_seg_aux``
+    (x ``aux_loss_weight``; paper: 0.4).
 
-    Subclasses build ``context`` in ``from_config`` and may override :meth:`forward_context`
-    (OCR feeds the auxiliary logits to its context module).
+    The context's declaration (:class:`~panoptic_ocr.modeling.contexts.ContextModule`) decides
+    what it is passed: soft object regions (the auxiliary branch's logits, or those of an
+    unsupervised ``region_branch``), the targets (an oracle, in training and at inference), or
+    nothing. Config: ``MODEL.SEM_SEG_HEAD`` (``CONTEXT`` names the module) and the context's own
+    node (``MODEL.OCR``, ``MODEL.PPM``, ...).
     """
+
+    CONTEXT = ""  # fixed by the aliases below; "" reads MODEL.SEM_SEG_HEAD.CONTEXT
+    UNSUPERVISED_REGIONS = False
+    ENSEMBLE_WITH_AUX = False
 
     @configurable
     def __init__(
@@ -67,7 +86,6 @@ class ContextHead(nn.Module):
         num_classes: int,
         in_feature: str,
         context: nn.Module,
-        context_channels: int,
         aux_in_feature: Optional[str] = None,
         aux_channels: int = 512,
         aux_kernel_size: int = 3,
@@ -76,56 +94,99 @@ class ContextHead(nn.Module):
         loss_weight: float = 1.0,
         aux_loss_weight: float = 0.4,
         ignore_value: int = 255,
+        unsupervised_regions: bool = False,
+        ensemble_weight: Optional[float] = None,
+        loss: Optional[nn.Module] = None,
+        aux_loss: Optional[nn.Module] = None,
     ):
         """
         Args:
             input_shape: backbone output shapes.
             num_classes: K.
             in_feature: backbone feature fed to ``context``.
-            context: module mapping ``[N, C_in, h, w]`` to ``[N, context_channels, h, w]``.
-            context_channels: output channels of ``context`` (input of the classifier).
+            context: a registered context module, ``[N, C_in, h, w] -> [N, out_channels, h, w]``.
             aux_in_feature: feature of the auxiliary branch; None for no auxiliary branch.
             aux_channels: hidden channels of the auxiliary branch (0: a 1x1 classifier).
             aux_kernel_size: kernel of the auxiliary branch's hidden conv (3 or 1).
             aux_dropout: Dropout2d rate inside the auxiliary branch.
             norm: normalisation of the auxiliary branch's conv.
-            loss_weight: weight of the final cross-entropy.
-            aux_loss_weight: weight of the auxiliary cross-entropy.
+            loss_weight: weight of the final loss.
+            aux_loss_weight: weight of the auxiliary loss.
             ignore_value: label ignored by the losses.
+            unsupervised_regions: the context's soft object regions come from a second branch
+                without a loss of its own (Table 1, "w/o supervision"); the auxiliary branch is
+                then plain deep supervision.
+            ensemble_weight: if set, the final logits are ``(1 - w) * predictor + w * aux``
+                (the label-ensemble baseline).
+            loss, aux_loss: loss modules (default: cross-entropy ignoring ``ignore_value``).
         """
         super().__init__()
-        for name in (in_feature, aux_in_feature):
-            if name is not None and name not in input_shape:
+        name = type(self).__name__
+        for feature in (in_feature, aux_in_feature):
+            if feature is not None and feature not in input_shape:
                 raise ValueError(
-                    f"{type(self).__name__}: input feature {name!r} is not produced by the backbone, "
+                    f"{name}: input feature {feature!r} is not produced by the backbone, "
                     f"which outputs {sorted(input_shape)}"
                 )
+        needs_aux = {
+            "its soft object regions are predicted from that feature": context.consumes == REGIONS,
+            "its unsupervised regions are predicted from that feature": unsupervised_regions,
+            "its coarse segmentation (ensemble_weight) is predicted from that feature": ensemble_weight is not None,
+        }
+        for reason, needed in needs_aux.items():
+            if needed and aux_in_feature is None:
+                raise ValueError(f"{name} needs MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE: {reason}")
+        if ensemble_weight is not None and not 0.0 <= ensemble_weight <= 1.0:
+            raise ValueError(f"ensemble_weight must be in [0, 1], got {ensemble_weight}")
         self.in_feature = in_feature
         self.aux_in_feature = aux_in_feature
         self.feature_stride = input_shape[in_feature].stride
         self.loss_weight = loss_weight
         self.aux_loss_weight = aux_loss_weight
         self.ignore_value = ignore_value
+        self.ensemble_weight = ensemble_weight
         self.context = context
-        self.aux_branch = None
-        if aux_in_feature is not None:
-            self.aux_branch = AuxiliaryBranch(
+
+        def aux_classifier() -> AuxiliaryBranch:
+            return AuxiliaryBranch(
                 input_shape[aux_in_feature].channels, num_classes, aux_channels, norm, aux_dropout,
                 kernel_size=aux_kernel_size,
             )
-        self.predictor = Conv2d(context_channels, num_classes, kernel_size=1)
-        nn.init.normal_(self.predictor.weight, std=0.001)
-        nn.init.zeros_(self.predictor.bias)
+
+        # Built in this order (region branch, auxiliary branch, classifier) and registered with
+        # the region branch last, so that one seed gives the initial weights and parameter
+        # order of the heads of earlier versions.
+        region_branch = aux_classifier() if unsupervised_regions else None
+        self.aux_branch = aux_classifier() if aux_in_feature is not None else None
+        self.predictor = classifier(context.out_channels, num_classes)
+        self.region_branch = region_branch
+        self.loss = loss if loss is not None else CrossEntropyLoss(ignore_value=ignore_value)
+        self.aux_loss = aux_loss if aux_loss is not None else CrossEntropyLoss(ignore_value=ignore_value)
 
     @classmethod
-    def base_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> Dict:
-        """The arguments every context head reads the same way (``MODEL.SEM_SEG_HEAD``)."""
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> Dict:
         head = cfg.MODEL.SEM_SEG_HEAD
+        name = context_name_of(cls, cfg)
+        in_feature = head.IN_FEATURES[0] if head.IN_FEATURES else "res5"
+        aux_in_feature = head.AUX_IN_FEATURE or None
+        if context_class(name).reads_aux_feature:
+            # IN_FEATURES is not read: it may name a stage the backbone does not output.
+            if aux_in_feature is None:
+                raise ValueError(
+                    f"{cls.__name__} (context {name!r}) reads MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE (stage 3); it is empty"
+                )
+            in_feature, aux_in_feature = aux_in_feature, None
+        if in_feature not in input_shape:
+            raise ValueError(
+                f"{cls.__name__}: input feature {in_feature!r} is not produced by the backbone, "
+                f"which outputs {sorted(input_shape)}"
+            )
         return {
             "input_shape": input_shape,
             "num_classes": head.NUM_CLASSES,
-            "in_feature": head.IN_FEATURES[0] if head.IN_FEATURES else "res5",
-            "aux_in_feature": head.AUX_IN_FEATURE or None,
+            "in_feature": in_feature,
+            "context": build_context(cfg, name, input_shape[in_feature].channels, head.NORM),
+            "aux_in_feature": aux_in_feature,
             "aux_channels": head.AUX_CHANNELS,
             "aux_kernel_size": head.AUX_KERNEL_SIZE,
             "aux_dropout": head.AUX_DROPOUT,
@@ -133,24 +194,46 @@ class ContextHead(nn.Module):
             "loss_weight": head.LOSS_WEIGHT,
             "aux_loss_weight": head.AUX_LOSS_WEIGHT,
             "ignore_value": head.IGNORE_VALUE,
+            "unsupervised_regions": cls.UNSUPERVISED_REGIONS or head.UNSUPERVISED_REGIONS,
+            "ensemble_weight": (
+                cfg.MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT if cls.ENSEMBLE_WITH_AUX or head.ENSEMBLE_WITH_AUX else None
+            ),
+            "loss": build_sem_seg_loss(cfg, "main"),
+            "aux_loss": build_sem_seg_loss(cfg, "aux"),
         }
 
-    def forward_context(self, x: Tensor, aux_logits: Optional[Tensor]) -> Tensor:
-        """``[N, C_in, h, w] -> [N, context_channels, h, w]``; ``aux_logits`` is unused here."""
-        return self.context(x)
+    @property
+    def uses_targets_at_inference(self) -> bool:
+        """The context is an oracle: :class:`OCRSemanticSegmentor` passes labels at inference."""
+        return self.context.consumes == TARGETS
 
-    def layers(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+    def layers(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
         """Final and auxiliary logits at ``in_feature``'s resolution, ``[N, K, h, w]``."""
         x = features[self.in_feature]
-        aux_logits = None
+        region_logits = aux_logits = None
+        if self.region_branch is not None:
+            region_logits = resize_to(self.region_branch(features[self.aux_in_feature]), x)
         if self.aux_branch is not None:
-            aux_logits = self.aux_branch(features[self.aux_in_feature])
-            if aux_logits.shape[2:] != x.shape[2:]:
-                aux_logits = F.interpolate(aux_logits, size=x.shape[2:], mode="bilinear", align_corners=False)
-        return self.predictor(self.forward_context(x, aux_logits)), aux_logits
+            aux_logits = resize_to(self.aux_branch(features[self.aux_in_feature]), x)
+        if self.context.consumes == REGIONS:
+            out = self.context(x, region_logits if region_logits is not None else aux_logits)
+        elif self.context.consumes == TARGETS:
+            if targets is None:
+                raise ValueError(
+                    f"{type(self).__name__}: its context ({type(self.context).__name__}) forms its regions and "
+                    "relations from the ground truth: it needs semantic targets in training and at inference "
+                    "(for evaluation set INPUT.LOAD_SEM_SEG_IN_TEST True)"
+                )
+            out = self.context(x, targets)
+        else:
+            out = self.context(x)
+        logits = self.predictor(out)
+        if self.ensemble_weight is not None:
+            logits = (1.0 - self.ensemble_weight) * logits + self.ensemble_weight * aux_logits
+        return logits, aux_logits
 
     def forward(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None):
-        logits, aux_logits = self.layers(features)
+        logits, aux_logits = self.layers(features, targets)
         if self.training:
             return None, self.losses(logits, aux_logits, targets)
         return self.upsample(logits), {}
@@ -160,14 +243,134 @@ class ContextHead(nn.Module):
         return F.interpolate(logits, scale_factor=self.feature_stride, mode="bilinear", align_corners=False)
 
     def losses(self, logits: Tensor, aux_logits: Optional[Tensor], targets: Optional[Tensor]) -> Dict[str, Tensor]:
-        """Cross-entropy of the final prediction and of the auxiliary branch (if any)."""
+        """The final loss and that of the auxiliary branch (if any), on logits upsampled to the
+        labels' resolution."""
         if targets is None:
             raise ValueError(f"{type(self).__name__} needs semantic targets in training")
-        losses = {"loss_sem_seg": self._cross_entropy(logits, targets) * self.loss_weight}
+        losses = {"loss_sem_seg": self.loss(self._to_labels(logits, targets), targets) * self.loss_weight}
         if aux_logits is not None:
-            losses["loss_sem_seg_aux"] = self._cross_entropy(aux_logits, targets) * self.aux_loss_weight
+            losses["loss_sem_seg_aux"] = self.aux_loss(self._to_labels(aux_logits, targets), targets) * self.aux_loss_weight
         return losses
 
-    def _cross_entropy(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
-        return F.cross_entropy(logits, targets, ignore_index=self.ignore_value)
+    @staticmethod
+    def _to_labels(logits: Tensor, targets: Tensor) -> Tensor:
+        return F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's heads by their registered names: each is ContextHead with its context fixed.
+# ----------------------------------------------------------------------------------------------
+@SEM_SEG_HEADS_REGISTRY.register()
+class OCRHead(ContextHead):
+    """OCR (sec. 3.3): the auxiliary branch predicts the soft object regions (supervised with
+    ``aux_loss_weight``), the OCR module (``MODEL.OCR``) augments every pixel with them."""
+
+    CONTEXT = "ocr"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class PPMHead(ContextHead):
+    """PSPNet head: pyramid pooling context (``MODEL.PPM``)."""
+
+    CONTEXT = "ppm"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class ASPPHead(ContextHead):
+    """DeepLabv3 head: ASPP context (``MODEL.ASPP``)."""
+
+    CONTEXT = "aspp"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class SelfAttentionHead(ContextHead):
+    """Self-attention (non-local) context (``MODEL.SELF_ATTENTION``)."""
+
+    CONTEXT = "self_attention"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class DoubleAttentionHead(ContextHead):
+    """A2-Net double-attention context (``MODEL.DOUBLE_ATTENTION``)."""
+
+    CONTEXT = "double_attention"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class DANetHead(ContextHead):
+    """DANet dual-attention context (``MODEL.DANET``; DANet's per-branch auxiliary classifiers
+    are not used, so all heads share the same losses)."""
+
+    CONTEXT = "danet"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class CCAttentionHead(ContextHead):
+    """CCNet recurrent criss-cross attention context (``MODEL.CC_ATTENTION``)."""
+
+    CONTEXT = "cc_attention"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class OCRNoRegionSupervisionHead(ContextHead):
+    """OCR without object-region supervision (Table 1, "w/o supervision"): ``region_branch``
+    predicts the soft object regions from the auxiliary feature with no loss of its own, and
+    ``aux_branch`` (same structure) is a plain stage-3 classifier carrying the auxiliary loss."""
+
+    CONTEXT = "ocr"
+    UNSUPERVISED_REGIONS = True
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class OCRDoubleAttentionRelationHead(ContextHead):
+    """OCR with Double-Attention relations (Table 1, "DA scheme")."""
+
+    CONTEXT = "ocr_da_relations"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class OCRACFRelationHead(ContextHead):
+    """OCR with ACFNet relations (Table 1, "ACF scheme")."""
+
+    CONTEXT = "ocr_acf_relations"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class OCRGroundTruthHead(ContextHead):
+    """OCR* (sec. 3.4): regions and relations from the ground truth, in training and at
+    inference (set ``INPUT.LOAD_SEM_SEG_IN_TEST True``). The optional auxiliary branch is plain
+    deep supervision."""
+
+    CONTEXT = "ocr_gt_oracle"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class CoarseOnlyHead(ContextHead):
+    """Prediction from stage 3 only (supplementary Table 1): reads
+    ``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE`` with the main loss and no auxiliary loss."""
+
+    CONTEXT = "coarse_only"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class FineOnlyHead(ContextHead):
+    """Prediction from stage 4 only (supplementary Table 1): 3x3 conv to ``MODEL.OCR.MID_CHANNELS``,
+    no context. An auxiliary branch is used only if ``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE`` is set."""
+
+    CONTEXT = "fine"
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class LabelEnsembleHead(ContextHead):
+    """Label ensemble (supplementary sec. A): ``(1 - w) * fine + w * coarse`` logits, with
+    ``w = MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT`` and the coarse map from the auxiliary branch."""
+
+    CONTEXT = "fine"
+    ENSEMBLE_WITH_AUX = True
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class LabelRefinementHead(ContextHead):
+    """Label refinement (supplementary sec. A): the fine branch over ``[stage 4, softmax(coarse)]``."""
+
+    CONTEXT = "label_refinement"

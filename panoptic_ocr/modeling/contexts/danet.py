@@ -1,4 +1,4 @@
-"""DANet's dual attention (position + channel) as a context head (Fu et al., CVPR 2019; OCR
+"""DANet's dual attention (position + channel) as a context module (Fu et al., CVPR 2019; OCR
 paper sec. 4.3, Tables 3-4).
 
 Table 4's DANet row (10.6M parameters, 1110 GFLOPs) fits no single definition, so both are here
@@ -13,17 +13,14 @@ Table 4's DANet row (10.6M parameters, 1110 GFLOPs) fits no single definition, s
   parameters (Table 4's 10.6M) and 672 GFLOPs.
 """
 
-from typing import Dict
-
 import torch
-from detectron2.layers import Conv2d, ShapeSpec
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from detectron2.layers import Conv2d
 from torch import Tensor, nn
 
-from ..object_context import conv_norm_relu
-from .context_head import ContextHead
+from ..layers import conv_norm_relu
+from .registry import CONTEXT_REGISTRY, ContextModule
 
-__all__ = ["PositionAttention", "ChannelAttention", "DANetContext", "DANetHead"]
+__all__ = ["PositionAttention", "ChannelAttention", "DANetContext"]
 
 DANET_VARIANTS = ("original", "compact")
 
@@ -72,7 +69,8 @@ class ChannelAttention(nn.Module):
         return self.gamma * out.view_as(x) + x
 
 
-class DANetContext(nn.Module):
+@CONTEXT_REGISTRY.register_as("danet")
+class DANetContext(ContextModule, nn.Module):
     """Position and channel attention on ``mid_channels``, combined as the ``variant`` says
     (module docstring), then Dropout2d.
 
@@ -90,6 +88,7 @@ class DANetContext(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
+        self.out_channels = mid_channels
         if variant not in DANET_VARIANTS:
             raise ValueError(f"DANet variant must be one of {DANET_VARIANTS}, got {variant!r}")
         self.variant = variant
@@ -115,27 +114,15 @@ class DANetContext(nn.Module):
             out = self.fuse(torch.cat([x, self.pam(x), self.cam(x)], dim=1))
         return self.dropout(out)
 
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class DANetHead(ContextHead):
-    """DANet head: dual-attention context, then the shared 1x1 classifier and the optional
-    auxiliary branch of :class:`ContextHead` (DANet's per-branch auxiliary classifiers are not
-    used, so all heads share the same losses).
-
-    Config: ``MODEL.SEM_SEG_HEAD`` (features, auxiliary branch, norm, losses) and ``MODEL.DANET``.
-    """
-
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        ret = cls.base_config(cfg, input_shape)
+    def from_config(cls, cfg, in_channels: int, norm: str) -> "DANetContext":
+        """``MODEL.DANET``."""
         danet = cfg.MODEL.DANET
-        ret["context"] = DANetContext(
-            input_shape[ret["in_feature"]].channels,
+        return cls(
+            in_channels,
             mid_channels=danet.MID_CHANNELS,
             qk_channels=danet.QK_CHANNELS,
             variant=danet.VARIANT,
-            norm=ret["norm"],
+            norm=norm,
             dropout=danet.DROPOUT,
         )
-        ret["context_channels"] = danet.MID_CHANNELS
-        return ret

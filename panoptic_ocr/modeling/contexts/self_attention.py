@@ -1,20 +1,17 @@
 """Self-attention (non-local) context head: pixel-pixel relations (Vaswani et al. 2017;
 Wang et al., CVPR 2018; OCR paper sec. 4.3, Tables 3-4)."""
 
-from typing import Dict
-
 import torch
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from ..object_context import conv_norm_relu
-from .context_head import ContextHead
+from ..layers import conv_norm_relu
+from .registry import CONTEXT_REGISTRY, ContextModule
 
-__all__ = ["SelfAttentionContext", "SelfAttentionHead"]
+__all__ = ["SelfAttentionContext"]
 
 
-class SelfAttentionContext(nn.Module):
+@CONTEXT_REGISTRY.register_as("self_attention")
+class SelfAttentionContext(ContextModule, nn.Module):
     """A 3x3 conv-norm-ReLU to ``mid_channels`` (x), then pixel-pixel self-attention:
 
         y_i = rho(sum_j softmax_j(q_i . k_j / sqrt(key_channels)) v_j),   z = g([x, y]),
@@ -38,6 +35,7 @@ class SelfAttentionContext(nn.Module):
         dropout: float = 0.05,
     ):
         super().__init__()
+        self.out_channels = mid_channels
         self.key_channels = key_channels
         self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3)
         self.query = conv_norm_relu(mid_channels, key_channels, norm)
@@ -62,26 +60,10 @@ class SelfAttentionContext(nn.Module):
         context = self.rho(self.attention(x))
         return self.dropout(self.g(torch.cat([x, context], dim=1)))
 
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class SelfAttentionHead(ContextHead):
-    """Self-attention head: pixel-pixel attention context, then the shared 1x1 classifier and
-    the optional auxiliary branch of :class:`ContextHead`.
-
-    Config: ``MODEL.SEM_SEG_HEAD`` (features, auxiliary branch, norm, losses) and
-    ``MODEL.SELF_ATTENTION``.
-    """
-
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        ret = cls.base_config(cfg, input_shape)
+    def from_config(cls, cfg, in_channels: int, norm: str) -> "SelfAttentionContext":
+        """``MODEL.SELF_ATTENTION``."""
         sa = cfg.MODEL.SELF_ATTENTION
-        ret["context"] = SelfAttentionContext(
-            input_shape[ret["in_feature"]].channels,
-            mid_channels=sa.MID_CHANNELS,
-            key_channels=sa.KEY_CHANNELS,
-            norm=ret["norm"],
-            dropout=sa.DROPOUT,
+        return cls(
+            in_channels, mid_channels=sa.MID_CHANNELS, key_channels=sa.KEY_CHANNELS, norm=norm, dropout=sa.DROPOUT
         )
-        ret["context_channels"] = sa.MID_CHANNELS
-        return ret

@@ -5,18 +5,15 @@ This is an oracle: it needs the labels in training *and* at inference, so it onl
 much OCR could gain from perfect regions and relations.
 """
 
-from typing import Dict, Optional
-
 import torch
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..object_context import ObjectContextBlock, conv_norm_relu
-from .context_head import ContextHead
+from ..layers import conv_norm_relu
+from ..object_context import ObjectContextBlock
+from .registry import CONTEXT_REGISTRY, TARGETS, ContextModule
 
-__all__ = ["ground_truth_regions", "GroundTruthOCRContext", "OCRGroundTruthHead"]
+__all__ = ["ground_truth_regions", "GroundTruthOCRContext"]
 
 
 def ground_truth_regions(targets: Tensor, num_classes: int, size: torch.Size, ignore_value: int = 255) -> Tensor:
@@ -42,7 +39,8 @@ def ground_truth_regions(targets: Tensor, num_classes: int, size: torch.Size, ig
     return onehot.permute(0, 3, 1, 2).float()
 
 
-class GroundTruthOCRContext(nn.Module):
+@CONTEXT_REGISTRY.register_as("ocr_gt_oracle")
+class GroundTruthOCRContext(ContextModule, nn.Module):
     """The OCR module with the ground truth's regions and relations (paper sec. 3.4, ours*).
 
     - Regions (eq. 4 with ground-truth M): ``m_ki = 1`` iff ``l_i == k``, spatially normalised
@@ -57,7 +55,11 @@ class GroundTruthOCRContext(nn.Module):
 
     Eqs. (3) and (6) are OCR's (``delta``, ``rho``, ``g``); there is no ``phi``/``psi``.
     Shapes: features ``[N, C_in, h, w]``, labels ``[N, H, W]`` -> ``[N, mid_channels, h, w]``.
+    It consumes the targets, so the head passes the labels in training *and* at inference
+    (``INPUT.LOAD_SEM_SEG_IN_TEST True`` makes the test loader read them).
     """
+
+    consumes = TARGETS
 
     def __init__(
         self,
@@ -71,11 +73,26 @@ class GroundTruthOCRContext(nn.Module):
         ignore_value: int = 255,
     ):
         super().__init__()
+        self.out_channels = mid_channels
         self.num_classes = num_classes
         self.ignore_value = ignore_value
         self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3)
         self.object_context = ObjectContextBlock(
             mid_channels, key_channels, mid_channels, norm=norm, dropout=dropout, learned_relations=False
+        )
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int, norm: str) -> "GroundTruthOCRContext":
+        """``MODEL.OCR`` widths (``PROJ_LAYERS`` unused), the head's classes and ignore value."""
+        ocr = cfg.MODEL.OCR
+        return cls(
+            in_channels,
+            num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            mid_channels=ocr.MID_CHANNELS,
+            key_channels=ocr.KEY_CHANNELS,
+            norm=norm,
+            dropout=ocr.DROPOUT,
+            ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         )
 
     def regions_and_relations(self, x: Tensor, targets: Tensor):
@@ -90,52 +107,3 @@ class GroundTruthOCRContext(nn.Module):
         x = self.conv_in(features)
         regions, relations = self.regions_and_relations(x, targets)
         return self.object_context(x, regions, relations)
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class OCRGroundTruthHead(ContextHead):
-    """OCR* (paper sec. 3.4): OCR whose regions and relations come from the ground truth.
-
-    Needs ``targets`` in training and at inference: ``uses_targets_at_inference`` tells
-    :class:`OCRSemanticSegmentor` to pass the labels of the inputs (``sem_seg``) in evaluation
-    too; set ``INPUT.LOAD_SEM_SEG_IN_TEST True`` so the test loader reads them.
-    The optional auxiliary branch (``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE``) is plain deep
-    supervision on stage 3: it does not feed the context. Widths: ``MODEL.OCR``
-    (``PROJ_LAYERS`` unused).
-    """
-
-    uses_targets_at_inference = True
-
-    @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        ret = cls.base_config(cfg, input_shape)
-        ocr = cfg.MODEL.OCR
-        ret["context"] = GroundTruthOCRContext(
-            input_shape[ret["in_feature"]].channels,
-            num_classes=ret["num_classes"],
-            mid_channels=ocr.MID_CHANNELS,
-            key_channels=ocr.KEY_CHANNELS,
-            norm=ret["norm"],
-            dropout=ocr.DROPOUT,
-            ignore_value=ret["ignore_value"],
-        )
-        ret["context_channels"] = ocr.MID_CHANNELS
-        return ret
-
-    def forward(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None):
-        if targets is None:
-            raise ValueError(
-                f"{type(self).__name__} (OCR*) forms its regions and relations from the ground truth: "
-                "it needs semantic targets in training and at inference "
-                "(for evaluation set INPUT.LOAD_SEM_SEG_IN_TEST True)"
-            )
-        x = features[self.in_feature]
-        aux_logits = None
-        if self.aux_branch is not None:
-            aux_logits = self.aux_branch(features[self.aux_in_feature])
-            if aux_logits.shape[2:] != x.shape[2:]:
-                aux_logits = F.interpolate(aux_logits, size=x.shape[2:], mode="bilinear", align_corners=False)
-        logits = self.predictor(self.context(x, targets))
-        if self.training:
-            return None, self.losses(logits, aux_logits, targets)
-        return self.upsample(logits), {}

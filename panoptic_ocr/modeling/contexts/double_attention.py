@@ -1,20 +1,18 @@
-"""Double-attention (A2-Net) context head (Chen et al., NeurIPS 2018; OCR paper sec. 4.3,
+"""Double-attention (A2-Net) context module (Chen et al., NeurIPS 2018; OCR paper sec. 4.3,
 Tables 3-4, with 64 regions)."""
 
-from typing import Dict
-
 import torch
-from detectron2.layers import Conv2d, ShapeSpec
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from detectron2.layers import Conv2d
 from torch import Tensor, nn
 
-from ..object_context import conv_norm_relu
-from .context_head import ContextHead
+from ..layers import conv_norm_relu
+from .registry import CONTEXT_REGISTRY, ContextModule
 
-__all__ = ["DoubleAttentionContext", "DoubleAttentionHead"]
+__all__ = ["DoubleAttentionContext"]
 
 
-class DoubleAttentionContext(nn.Module):
+@CONTEXT_REGISTRY.register_as("double_attention")
+class DoubleAttentionContext(ContextModule, nn.Module):
     """A 3x3 conv-norm-ReLU to ``mid_channels`` (x), then A2-Net's double attention:
 
     1. gather: ``num_regions`` attention maps ``B`` (1x1 conv, softmax over the pixels) pool
@@ -42,6 +40,7 @@ class DoubleAttentionContext(nn.Module):
         dropout: float = 0.05,
     ):
         super().__init__()
+        self.out_channels = mid_channels
         if num_regions < 1:
             raise ValueError(f"Double attention needs num_regions >= 1, got {num_regions}")
         self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3)
@@ -67,27 +66,15 @@ class DoubleAttentionContext(nn.Module):
         z = self.reconstruct(self.attention(x))
         return self.dropout(self.g(torch.cat([x, z], dim=1)))
 
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class DoubleAttentionHead(ContextHead):
-    """Double-attention head: A2-Net context, then the shared 1x1 classifier and the optional
-    auxiliary branch of :class:`ContextHead`.
-
-    Config: ``MODEL.SEM_SEG_HEAD`` (features, auxiliary branch, norm, losses) and
-    ``MODEL.DOUBLE_ATTENTION``.
-    """
-
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        ret = cls.base_config(cfg, input_shape)
+    def from_config(cls, cfg, in_channels: int, norm: str) -> "DoubleAttentionContext":
+        """``MODEL.DOUBLE_ATTENTION``."""
         da = cfg.MODEL.DOUBLE_ATTENTION
-        ret["context"] = DoubleAttentionContext(
-            input_shape[ret["in_feature"]].channels,
+        return cls(
+            in_channels,
             mid_channels=da.MID_CHANNELS,
             key_channels=da.KEY_CHANNELS,
             num_regions=da.NUM_REGIONS,
-            norm=ret["norm"],
+            norm=norm,
             dropout=da.DROPOUT,
         )
-        ret["context_channels"] = da.MID_CHANNELS
-        return ret

@@ -1,19 +1,19 @@
-"""DeepLabv3's atrous spatial pyramid pooling as a context head (Chen et al., 2017; OCR paper
+"""DeepLabv3's atrous spatial pyramid pooling as a context module (Chen et al., 2017; OCR paper
 Table 2 and eq. 1)."""
 
-from typing import Dict, Sequence
+from typing import Sequence
 
-from detectron2.layers import ASPP, ShapeSpec
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from detectron2.layers import ASPP
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .context_head import ContextHead
+from .registry import CONTEXT_REGISTRY, ContextModule
 
-__all__ = ["ASPPContext", "ASPPHead"]
+__all__ = ["ASPPContext"]
 
 
-class ASPPContext(nn.Module):
+@CONTEXT_REGISTRY.register_as("aspp")
+class ASPPContext(ContextModule, nn.Module):
     """ASPP (Detectron2's :class:`~detectron2.layers.ASPP`): a 1x1 branch, three 3x3 branches
     dilated by ``dilations`` and a global image-pooling branch, concatenated and fused by a 1x1
     conv to ``channels``, then dropout.
@@ -33,6 +33,7 @@ class ASPPContext(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
+        self.out_channels = channels
         if len(dilations) != 3:
             raise ValueError(f"ASPP needs 3 dilations, got {tuple(dilations)}")
         self.aspp = ASPP(
@@ -48,25 +49,8 @@ class ASPPContext(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.aspp(x)
 
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class ASPPHead(ContextHead):
-    """DeepLabv3 head: ASPP context, then the shared 1x1 classifier and the optional auxiliary
-    branch of :class:`ContextHead`.
-
-    Config: ``MODEL.SEM_SEG_HEAD`` (features, auxiliary branch, norm, losses) and ``MODEL.ASPP``.
-    """
-
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        ret = cls.base_config(cfg, input_shape)
+    def from_config(cls, cfg, in_channels: int, norm: str) -> "ASPPContext":
+        """``MODEL.ASPP``."""
         aspp = cfg.MODEL.ASPP
-        ret["context"] = ASPPContext(
-            input_shape[ret["in_feature"]].channels,
-            dilations=aspp.DILATIONS,
-            channels=aspp.CHANNELS,
-            norm=ret["norm"],
-            dropout=aspp.DROPOUT,
-        )
-        ret["context_channels"] = aspp.CHANNELS
-        return ret
+        return cls(in_channels, dilations=aspp.DILATIONS, channels=aspp.CHANNELS, norm=norm, dropout=aspp.DROPOUT)

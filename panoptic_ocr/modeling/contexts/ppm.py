@@ -1,20 +1,20 @@
-"""PSPNet's pyramid pooling module as a context head (Zhao et al., CVPR 2017; OCR paper Table 2)."""
+"""PSPNet's pyramid pooling module as a context module (Zhao et al., CVPR 2017; OCR paper Table 2)."""
 
-from typing import Dict, Sequence
+from typing import Sequence
 
 import torch
-from detectron2.layers import Conv2d, ShapeSpec
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from detectron2.layers import Conv2d
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..object_context import conv_norm_relu
-from .context_head import ContextHead
+from ..layers import conv_norm_relu
+from .registry import CONTEXT_REGISTRY, ContextModule
 
-__all__ = ["PyramidPoolingContext", "PPMHead"]
+__all__ = ["PyramidPoolingContext"]
 
 
-class PyramidPoolingContext(nn.Module):
+@CONTEXT_REGISTRY.register_as("ppm")
+class PyramidPoolingContext(ContextModule, nn.Module):
     """Pyramid pooling: for every bin size b, adaptive average pooling to ``b x b``, a 1x1
     conv-norm-ReLU to ``branch_channels`` and bilinear upsampling back to ``h x w``; then a
     3x3 conv-norm-ReLU bottleneck over ``[input, branches]`` and Dropout2d.
@@ -37,6 +37,7 @@ class PyramidPoolingContext(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
+        self.out_channels = out_channels
         if not bins or min(bins) < 1:
             raise ValueError(f"PPM bins must be positive pooling sizes, got {tuple(bins)}")
         self.bins = tuple(int(b) for b in bins)
@@ -61,26 +62,15 @@ class PyramidPoolingContext(nn.Module):
             )
         return self.dropout(self.bottleneck(torch.cat(pyramid, dim=1)))
 
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class PPMHead(ContextHead):
-    """PSPNet head: pyramid pooling context, then the shared 1x1 classifier and the optional
-    auxiliary branch of :class:`ContextHead`.
-
-    Config: ``MODEL.SEM_SEG_HEAD`` (features, auxiliary branch, norm, losses) and ``MODEL.PPM``.
-    """
-
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        ret = cls.base_config(cfg, input_shape)
+    def from_config(cls, cfg, in_channels: int, norm: str) -> "PyramidPoolingContext":
+        """``MODEL.PPM``."""
         ppm = cfg.MODEL.PPM
-        ret["context"] = PyramidPoolingContext(
-            input_shape[ret["in_feature"]].channels,
+        return cls(
+            in_channels,
             bins=ppm.BINS,
             branch_channels=ppm.BRANCH_CHANNELS,
             out_channels=ppm.OUT_CHANNELS,
-            norm=ret["norm"],
+            norm=norm,
             dropout=ppm.DROPOUT,
         )
-        ret["context_channels"] = ppm.OUT_CHANNELS
-        return ret

@@ -1,4 +1,4 @@
-"""CCNet's recurrent criss-cross attention as a context head (Huang et al., ICCV 2019; OCR
+"""CCNet's recurrent criss-cross attention as a context module (Huang et al., ICCV 2019; OCR
 paper sec. 4.3, Tables 3-4).
 
 Table 4's CC-Attention row (10.6M parameters, 804 GFLOPs) fits no single definition, so both
@@ -13,17 +13,14 @@ are here (``variant``):
   parameters (Table 4's 10.6M) and 366 GFLOPs.
 """
 
-from typing import Dict
-
 import torch
-from detectron2.layers import Conv2d, ShapeSpec
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from detectron2.layers import Conv2d
 from torch import Tensor, nn
 
-from ..object_context import conv_norm_relu
-from .context_head import ContextHead
+from ..layers import conv_norm_relu
+from .registry import CONTEXT_REGISTRY, ContextModule
 
-__all__ = ["CrissCrossAttention", "CCAttentionContext", "CCAttentionHead"]
+__all__ = ["CrissCrossAttention", "CCAttentionContext"]
 
 CC_VARIANTS = ("original", "compact")
 
@@ -78,7 +75,8 @@ class CrissCrossAttention(nn.Module):
         return self.gamma * (out_column + out_row) + x
 
 
-class CCAttentionContext(nn.Module):
+@CONTEXT_REGISTRY.register_as("cc_attention")
+class CCAttentionContext(ContextModule, nn.Module):
     """Recurrent criss-cross attention (RCCA) on ``mid_channels``, laid out as the ``variant``
     says (module docstring), then Dropout2d. ``recurrence = 2`` lets every pixel reach every
     other.
@@ -98,6 +96,7 @@ class CCAttentionContext(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
+        self.out_channels = mid_channels
         if variant not in CC_VARIANTS:
             raise ValueError(f"CC-attention variant must be one of {CC_VARIANTS}, got {variant!r}")
         if recurrence < 1:
@@ -123,28 +122,16 @@ class CCAttentionContext(nn.Module):
         skip = features if self.variant == "original" else x
         return self.dropout(self.fuse(torch.cat([skip, context], dim=1)))
 
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class CCAttentionHead(ContextHead):
-    """CCNet head: recurrent criss-cross attention context, then the shared 1x1 classifier and
-    the optional auxiliary branch of :class:`ContextHead`.
-
-    Config: ``MODEL.SEM_SEG_HEAD`` (features, auxiliary branch, norm, losses) and
-    ``MODEL.CC_ATTENTION``.
-    """
-
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        ret = cls.base_config(cfg, input_shape)
+    def from_config(cls, cfg, in_channels: int, norm: str) -> "CCAttentionContext":
+        """``MODEL.CC_ATTENTION``."""
         cc = cfg.MODEL.CC_ATTENTION
-        ret["context"] = CCAttentionContext(
-            input_shape[ret["in_feature"]].channels,
+        return cls(
+            in_channels,
             mid_channels=cc.MID_CHANNELS,
             qk_channels=cc.QK_CHANNELS,
             recurrence=cc.RECURRENCE,
             variant=cc.VARIANT,
-            norm=ret["norm"],
+            norm=norm,
             dropout=cc.DROPOUT,
         )
-        ret["context_channels"] = cc.MID_CHANNELS
-        return ret

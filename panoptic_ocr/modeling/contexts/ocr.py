@@ -1,0 +1,57 @@
+"""The OCR module (paper sec. 3.3, Figure 3) as a context module: it consumes the soft object
+regions predicted (and supervised) by the head's auxiliary branch."""
+from torch import Tensor, nn
+
+from ..layers import conv_norm_relu
+from ..object_context import ObjectContextBlock, gather_object_regions
+from .registry import CONTEXT_REGISTRY, REGIONS, ContextModule
+
+__all__ = ["OCRContext"]
+
+
+@CONTEXT_REGISTRY.register_as("ocr")
+class OCRContext(ContextModule, nn.Module):
+    """The OCR module: 3x3 conv to ``mid_channels`` (x), object region representations
+    (eq. 4), pixel-region relations (eq. 5), object contextual representation (eq. 3) and the
+    augmented representation (eq. 6).
+
+    Shapes: features ``[N, C_in, h, w]``, region logits ``[N, K, h, w]`` ->
+    ``[N, mid_channels, h, w]``.
+    """
+
+    consumes = REGIONS
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        mid_channels: int = 512,
+        key_channels: int = 256,
+        proj_layers: int = 2,
+        norm: str = "BN",
+        dropout: float = 0.05,
+    ):
+        super().__init__()
+        self.out_channels = mid_channels
+        self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3)
+        self.object_context = ObjectContextBlock(
+            mid_channels, key_channels, mid_channels, proj_layers=proj_layers, norm=norm, dropout=dropout
+        )
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int, norm: str) -> "OCRContext":
+        """``MODEL.OCR``."""
+        ocr = cfg.MODEL.OCR
+        return cls(
+            in_channels,
+            mid_channels=ocr.MID_CHANNELS,
+            key_channels=ocr.KEY_CHANNELS,
+            proj_layers=ocr.PROJ_LAYERS,
+            norm=norm,
+            dropout=ocr.DROPOUT,
+        )
+
+    def forward(self, features: Tensor, region_logits: Tensor) -> Tensor:
+        x = self.conv_in(features)
+        regions = gather_object_regions(x, region_logits)
+        return self.object_context(x, regions)
