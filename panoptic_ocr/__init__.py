@@ -3,6 +3,6 @@ in Detectron2. Importing the package registers its backbones, heads, meta-archit
 datasets."""
 from . import data  # registers datasets
 from . import modeling  # registers backbones, heads and meta-architectures
-from .config import add_ocr_config
+from .config import add_ocr_config, setup_cfg
 
 __version__ = "0.1.0"

@@ -1,4 +1,6 @@
 """Config keys of panoptic_ocr. Every key has a default and says what it does."""
+from typing import Sequence
+
 from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
 
@@ -71,6 +73,16 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.AUX_DROPOUT = 0.05
     # Weight of the auxiliary cross-entropy (paper: 0.4).
     cfg.MODEL.SEM_SEG_HEAD.AUX_LOSS_WEIGHT = 0.4
+    # Behaviour differences of the released OCR models (MODEL_ZOO.md, configs/*/semantic/released/);
+    # the defaults are this project's own behaviour.
+    # align_corners of every bilinear resize of the head's logits: the auxiliary logits to the
+    # feature size, the final upsampling to the input and the resize to the labels in the losses
+    # (HRNet-OCR, openseg: True; mmseg: False).
+    cfg.MODEL.SEM_SEG_HEAD.ALIGN_CORNERS = False
+    # Activation after every norm of the head (OCR module and auxiliary branch): "relu" or
+    # "leaky_relu" (openseg master's InPlaceABN default), the latter with LEAKY_RELU_SLOPE.
+    cfg.MODEL.SEM_SEG_HEAD.ACTIVATION = "relu"
+    cfg.MODEL.SEM_SEG_HEAD.LEAKY_RELU_SLOPE = 0.01
 
     # ---------------------------------------------------------------------------------------
     # OCR module (paper sections 3.2-3.3). Channel numbers default to the paper's.
@@ -167,6 +179,12 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.MODEL.HRNET.OUT_FEATURES = ["concat"]
     # align_corners of HRNet's bilinear upsamplings (HRNet-OCR code: True; mmseg: False).
     cfg.MODEL.HRNET.ALIGN_CORNERS = False
+    # Dilated ResNets of the released OCR models (build_dilated_resnet_backbone): the first block
+    # of a dilated stage uses half the stage's dilation (openseg's _nostride_dilate, mmseg's
+    # contract_dilation=True); False: every block of the stage uses it (Detectron2's DeepLab).
+    cfg.MODEL.RESNETS.CONTRACT_DILATION = False
+    # Stem max-pool with ceil_mode (openseg's ResNets); False: floor, as Detectron2's stems.
+    cfg.MODEL.RESNETS.STEM_POOL_CEIL_MODE = False
 
     cfg.MODEL.MOBILENETV2 = CN()  # build_mobilenetv2_backbone (torchvision's MobileNetV2, dilated)
     # Outputs among "stage1" (16 ch), "stage2" (24), "stage3" (32), "stage4" (96), "stage5" (320).
@@ -233,3 +251,36 @@ def add_ocr_config(cfg: CN) -> None:
     # After evaluation, save this many prediction overlays (PNG) of the first test dataset
     # under OUTPUT_DIR/vis/. 0 saves none.
     cfg.VIS.NUM_IMAGES = 0
+
+
+def setup_cfg(config_file: str, opts: Sequence[str] = (), *, freeze: bool = True) -> CN:
+    """The project's config as ``train_net.py`` and every tool build it.
+
+    Detectron2's defaults, :func:`add_ocr_config`, ``config_file``, then ``opts`` (KEY VALUE
+    pairs, last), adapted to this machine by
+    :func:`panoptic_ocr.engine.device.adapt_config_to_device` (CUDA -> CPU where there is no
+    CUDA; SyncBN -> naiveSyncBN on CPU).
+
+    Args:
+        config_file: YAML config file.
+        opts: ``[KEY, VALUE, KEY, VALUE, ...]`` overrides, as on Detectron2's command lines.
+        freeze: return the config frozen (default) or mutable.
+    Raises:
+        ValueError: ``opts`` has an odd length (yacs' own errors name a bad key or value).
+    """
+    # Imported here: panoptic_ocr.engine imports the trainer, which needs the whole package.
+    from detectron2.config import get_cfg
+
+    from .engine.device import adapt_config_to_device
+
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ValueError(f"config opts must be KEY VALUE pairs, got an odd number: {opts}")
+    cfg = get_cfg()
+    add_ocr_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    adapt_config_to_device(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg

@@ -1,6 +1,5 @@
 """Shared test set-up: CPU only, a small thread count, toy data in a per-session folder."""
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The toy scenes are generated once per test session (a few seconds) into a shared folder,
 # unless the caller points DETECTRON2_DATASETS somewhere already.
 os.environ.setdefault("DETECTRON2_DATASETS", str(REPO_ROOT / "datasets"))
-sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 

@@ -7,6 +7,9 @@ Shapes at odd input sizes, gradients, norms, pinned parameter counts, OCR on HRN
 import contextlib
 import logging
 import math
+import re
+import subprocess
+import sys
 from typing import Dict
 
 import pytest
@@ -18,10 +21,11 @@ from detectron2.modeling import BACKBONE_REGISTRY, build_backbone, build_model
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from conftest import make_cfg
+from conftest import REPO_ROOT, make_cfg
+from panoptic_ocr.checkpoint import convert as cp
 from panoptic_ocr.modeling import conv_norm_relu
 from panoptic_ocr.modeling.backbone import HRNet
-from tools import convert_pretrained as cp
+from panoptic_ocr.utils.safe_write import OutputExistsError
 
 torch.manual_seed(0)
 
@@ -360,7 +364,7 @@ def _load_exactly(backbone: nn.Module, path: str, expected: Dict[str, torch.Tens
 def test_convert_torchvision_resnet(tmp_path, depth, norm):
     source = _randomised(getattr(torchvision.models, f"resnet{depth}")(weights=None).state_dict())
     torch.save(source, tmp_path / "tv.pth")
-    cp.convert("resnet", str(tmp_path / "tv.pth"), str(tmp_path / "d2.pkl"))
+    cp.convert_checkpoint("resnet", str(tmp_path / "tv.pth"), str(tmp_path / "d2.pkl"))
 
     cfg = make_cfg(
         opts=[
@@ -399,7 +403,7 @@ def test_convert_torchvision_resnet(tmp_path, depth, norm):
 def test_convert_torchvision_mobilenetv2(tmp_path):
     source = _randomised(torchvision.models.mobilenet_v2(weights=None).state_dict())
     torch.save(source, tmp_path / "tv.pth")
-    cp.convert("mobilenetv2", str(tmp_path / "tv.pth"), str(tmp_path / "d2.pth"))
+    cp.convert_checkpoint("mobilenetv2", str(tmp_path / "tv.pth"), str(tmp_path / "d2.pth"))
     stages = ["stage2", "stage3", "stage4", "stage5"]
     backbone = build_backbone(_mobilenet_cfg("MODEL.MOBILENETV2.OUT_FEATURES", stages))
     expected = {
@@ -432,8 +436,7 @@ def _authors_hrnet_checkpoint(width: int) -> Dict[str, torch.Tensor]:
 def test_convert_hrnet_authors_checkpoint(tmp_path):
     source = _authors_hrnet_checkpoint(18)
     torch.save(source, tmp_path / "hrnet_w18_imagenet.pth")
-    argv = ["hrnet", str(tmp_path / "hrnet_w18_imagenet.pth"), str(tmp_path / "w18.pkl")]
-    assert cp.main(argv) == 0  # the command line; the width (18) is read from the checkpoint
+    cp.convert_checkpoint("hrnet", str(tmp_path / "hrnet_w18_imagenet.pth"), str(tmp_path / "w18.pkl"))  # width 18 read
     expected = {
         k: v
         for k, v in source.items()
@@ -442,7 +445,7 @@ def test_convert_hrnet_authors_checkpoint(tmp_path):
     _load_exactly(build_backbone(_hrnet_cfg(18)), str(tmp_path / "w18.pkl"), expected)
 
 
-def test_converter_errors_list_the_keys(tmp_path, capsys):
+def test_converter_errors_list_the_keys(tmp_path):
     source = dict(torchvision.models.resnet18(weights=None).state_dict())
     source["layer2.0.conv7.weight"] = torch.zeros(1)  # no rule for it
     source["layer4.2.conv1.weight"] = torch.zeros(512, 512, 3, 3)  # R18 has no 3rd block
@@ -462,8 +465,29 @@ def test_converter_errors_list_the_keys(tmp_path, capsys):
     # Shape mismatches: a W18 checkpoint forced into W32, through the command line.
     torch.save(_authors_hrnet_checkpoint(18), tmp_path / "w18.pth")
     argv = ["hrnet", str(tmp_path / "w18.pth"), str(tmp_path / "out.pkl"), "--width", "32"]
-    assert cp.main(argv) == 1
-    err = capsys.readouterr().err
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "convert_pretrained.py"), *argv],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    err = result.stderr
+    assert "error: cannot convert the checkpoint" in err and "Traceback" not in err
     assert "shape mismatches" in err and "match no backbone key" not in err
     assert "transition1.0.0.weight" in err
     assert not (tmp_path / "out.pkl").exists()
+
+
+def test_converter_refuses_to_overwrite_unless_asked(tmp_path):
+    source = _randomised(torchvision.models.mobilenet_v2(weights=None).state_dict())
+    torch.save(source, tmp_path / "tv.pth")
+    output = tmp_path / "d2.pkl"
+    output.write_bytes(b"an earlier conversion")
+    with pytest.raises(OutputExistsError, match=re.escape(str(output))):
+        cp.convert_checkpoint("mobilenetv2", str(tmp_path / "tv.pth"), str(output))
+    assert output.read_bytes() == b"an earlier conversion"
+    converted = cp.convert_checkpoint("mobilenetv2", str(tmp_path / "tv.pth"), str(output), overwrite=True)
+    assert sorted(cp.load_checkpoint(str(output))) == sorted(converted)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries

@@ -1,5 +1,6 @@
 """COCO panoptic submission export: the writer (files, zip, PQ round trip, overwrite rule), the
-test-dev registration and ``tools/export_coco_panoptic.py``."""
+test-dev registration, :mod:`panoptic_ocr.evaluation.panoptic_export` and
+``tools/export_coco_panoptic.py`` (run as a script)."""
 
 import contextlib
 import io
@@ -30,7 +31,7 @@ from panoptic_ocr.data.datasets.register_coco_panoptic_test import (
 from panoptic_ocr.engine import build_evaluator
 from panoptic_ocr.evaluation import COCOPanopticSubmissionWriter
 from panoptic_ocr.utils.safe_write import TEMP_PREFIX
-from tools import export_coco_panoptic
+from panoptic_ocr.evaluation.panoptic_export import ExportError, ExportOptions, check_export
 
 TOY = "toy_scenes_panoptic_val_separated"
 TOY_DATASET_IDS = {1, 2, 3, 11, 12, 13, 14}
@@ -313,7 +314,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def test_cli_exports_and_evaluates(tmp_path, capsys):
+def test_cli_exports_and_evaluates(tmp_path):
     ensure_dataset_available(TOY)
     with open(MetadataCatalog.get(TOY).panoptic_json) as f:
         gt = json.load(f)
@@ -341,14 +342,15 @@ def test_cli_exports_and_evaluates(tmp_path, capsys):
     assert re.search(r"\|\s*PQ\s*\|\s*SQ\s*\|\s*RQ", result.stdout), result.stdout[-2000:]
     assert all(re.search(rf"\|\s*{g}\s*\|", result.stdout) for g in ("All", "Things", "Stuff"))
 
-    # Bad input: clear errors naming what is wrong (in-process; nothing is run).
+    # Bad input: clear errors naming what is wrong (in-process, the checks the tool makes
+    # before any process starts; nothing is run).
+    config = str(REPO_ROOT / PANOPTIC_FPN_CONFIG)
     (out / f"{STEM}.zip").write_bytes(b"an earlier submission")
-    assert export_coco_panoptic.main(argv + FAST) == 1
-    assert str(out / f"{STEM}.zip") in capsys.readouterr().err
+    with pytest.raises(ExportError, match=re.escape(str(out / f"{STEM}.zip"))):
+        check_export(ExportOptions(config, FAST, output_dir=str(out)))
     assert (out / f"{STEM}.zip").read_bytes() == b"an earlier submission"
-    assert export_coco_panoptic.main(argv + ["--dataset", "toy_scenes_panoptic_vall_separated"] + FAST) == 1
-    err = capsys.readouterr().err
-    assert "toy_scenes_panoptic_vall_separated" in err and TOY in err
+    with pytest.raises(ExportError, match=f"toy_scenes_panoptic_vall_separated.*{TOY}"):
+        check_export(ExportOptions(config, FAST, dataset="toy_scenes_panoptic_vall_separated", output_dir=str(out)))
     missing = str(tmp_path / "missing.pth")
-    assert export_coco_panoptic.main(argv + ["--overwrite"] + FAST + ["MODEL.WEIGHTS", missing]) == 1
-    assert missing in capsys.readouterr().err
+    with pytest.raises(ExportError, match=re.escape(missing)):
+        check_export(ExportOptions(config, FAST + ["MODEL.WEIGHTS", missing], output_dir=str(out), overwrite=True))

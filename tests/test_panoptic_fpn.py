@@ -223,12 +223,15 @@ def test_eval_only_reports_every_evaluator_and_two_processes_agree_with_one(toy_
 
 
 def test_benchmark_of_the_semantic_branch_runs_and_ocr_costs_least():
-    """Smoke run of tools/benchmark_panoptic_heads.py at a tiny size; the supplementary's claim
-    that OCR is cheaper than PPM and ASPP holds for the configs' widths (MACs do not depend on
-    the machine)."""
-    from tools import benchmark_panoptic_heads as bench
+    """Smoke run of panoptic_ocr.benchmarks.panoptic_heads (tools/benchmark_panoptic_heads.py)
+    at a tiny size; the supplementary's claim that OCR is cheaper than PPM and ASPP holds for
+    the configs' widths (MACs do not depend on the machine)."""
+    from panoptic_ocr.benchmarks import panoptic_heads as bench
 
-    results = {r["head"]: r for r in bench.main(["--image", "64,96", "--runs", "1", "--warmup", "0"])}
+    rows = bench.benchmark((64, 96), torch.device("cpu"), runs=1, warmup=0)
+    table = bench.format_table(rows).splitlines()
+    assert len(table) == 2 + len(rows) and table[-1].startswith("| + OCR (OCRSemSegFPNHead) |")
+    results = {r["head"]: r for r in rows}
     assert list(results) == ["Panoptic-FPN", "+ PPM", "+ ASPP", "+ OCR"]
     plain = results["Panoptic-FPN"]["macs"]
     context = {head: r["macs"] - plain for head, r in results.items() if head != "Panoptic-FPN"}

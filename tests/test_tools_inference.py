@@ -1,17 +1,25 @@
-"""Inference tools: ``tools/benchmark_fps.py`` (whole-model FPS, memory, precision comparison)
-and ``tools/visualize_object_regions.py`` (OCR's soft object regions as heat maps).
+"""Inference benchmarks and visualisation: :mod:`panoptic_ocr.benchmarks.fps` (whole-model FPS,
+memory, precision comparison; ``tools/benchmark_fps.py``) and
+:mod:`panoptic_ocr.utils.object_regions` (OCR's soft object regions as heat maps;
+``tools/visualize_object_regions.py``).
 
-Both are run in-process through their ``main(argv)`` on tiny inputs with random weights."""
+The library runs in-process on tiny inputs with random weights; the FPS tool runs once as a
+script (its tables)."""
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import cv2
 import pytest
 from detectron2.data import DatasetCatalog
 
 from conftest import REPO_ROOT
-from tools import benchmark_fps, visualize_object_regions
+from panoptic_ocr import setup_cfg
+from panoptic_ocr.benchmarks.fps import FpsSettings, parse_size, run_benchmark
+from panoptic_ocr.utils.object_regions import visualize_object_regions
 
 OCR_CONFIG = str(REPO_ROOT / "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml")
 FINE_CONFIG = str(REPO_ROOT / "configs/toy_scenes/fine_only_R18_os16_toy_scenes_600it.yaml")
@@ -45,24 +53,22 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def test_benchmark_fps_json(capsys, toy_val_record):
-    argv = [
-        "--configs", OCR_CONFIG, FINE_CONFIG,
-        "--names", "ocr", "fine",
-        "--size", "64,96",
-        "--runs", "1",
-        "--warmup", "0",
-        "--compare-dtype", "bfloat16",
-        "--image", toy_val_record["file_name"],
-        "--label", toy_val_record["sem_seg_file_name"],
-        "--calibrate",
-        "--breakdown",
-        "--json",
-        "--opts", *SMALL,
-    ]  # fmt: skip
-    report = benchmark_fps.main(argv)
-    printed = json.loads(capsys.readouterr().out)  # with --json, stdout is only the JSON
-    assert printed == json.loads(json.dumps(report))
+def test_benchmark_fps_json(toy_val_record):
+    settings = FpsSettings(
+        configs=[OCR_CONFIG, FINE_CONFIG],
+        names=["ocr", "fine"],
+        size=parse_size("64,96"),
+        runs=1,
+        warmup=0,
+        compare_dtype="bfloat16",
+        image=toy_val_record["file_name"],
+        label=toy_val_record["sem_seg_file_name"],
+        calibrate=True,
+        breakdown=True,
+        opts=SMALL,
+    )
+    report = run_benchmark(settings)
+    assert json.loads(json.dumps(report)) == report  # --json prints it as it is
 
     env = report["environment"]
     assert env["size"] == [64, 96] and env["threads"] >= 1 and env["torch"] and env["device"]
@@ -89,33 +95,42 @@ def test_benchmark_fps_json(capsys, toy_val_record):
         assert 0.9 <= c["agreement"] <= 1.0  # fitted classifier: few near-ties
 
 
-def test_benchmark_fps_table_and_argument_errors(capsys):
-    benchmark_fps.main(
-        ["--configs", FINE_CONFIG, "--size", "33,47", "--runs", "1", "--warmup", "0", "--no-memory"]
+def test_benchmark_fps_table_and_argument_errors():
+    argv = ["--configs", FINE_CONFIG, "--size", "33,47", "--runs", "1", "--warmup", "0", "--no-memory"]
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "benchmark_fps.py"), *argv],
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    out = capsys.readouterr().out
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
     assert "fine_only_R18_os16_toy_scenes_600it | float32" in out and "FPS ratio" in out
     assert "peak mem" not in out
-    for argv, message in [
-        (["--configs", FINE_CONFIG, "--names", "a", "b"], "--names has 2 labels for 1"),
-        (["--configs", FINE_CONFIG, "--size", "64"], "--size needs H,W"),
-        (["--configs", FINE_CONFIG, "--calibrate"], "--calibrate needs --image and its --label"),
-        (["--configs", "no/such.yaml"], "does not exist"),
+    assert "built fine_only_R18_os16_toy_scenes_600it" in result.stderr  # progress: not stdout
+    for kwargs, message in [
+        (dict(configs=[FINE_CONFIG], names=["a", "b"]), "--names has 2 labels for 1"),
+        (dict(configs=[FINE_CONFIG], calibrate=True), "--calibrate needs --image and its --label"),
+        (dict(configs=["no/such.yaml"]), "does not exist"),
+        (dict(configs=[FINE_CONFIG], opts=["MODEL.OCR.MID_CHANNELS"]), "--opts needs KEY VALUE pairs"),
     ]:
-        with pytest.raises(SystemExit):
-            benchmark_fps.main(argv)
-        assert message in capsys.readouterr().err
+        with pytest.raises(ValueError, match=message):
+            FpsSettings(**kwargs)
+    with pytest.raises(ValueError, match="--size needs H,W"):
+        parse_size("64")
 
 
-def _visualize(config: str, image: str, output, *options: str):
-    argv = ["--config-file", config, "--input", image, "--output", str(output), *options]
-    return visualize_object_regions.main(argv + ["--opts", *SMALL])
+def _visualize(config: str, image: str, output, **options):
+    cfg = setup_cfg(config, SMALL + ["MODEL.DEVICE", "cpu"])
+    return visualize_object_regions(cfg, [image], str(output), **options)
 
 
 def test_visualize_object_regions_writes_panels(tmp_path, toy_val_record, caplog):
     image = toy_val_record["file_name"]
     height, width = cv2.imread(image).shape[:2]
-    written = _visualize(OCR_CONFIG, image, tmp_path / "default", "--top-k", "2")
+    written = _visualize(OCR_CONFIG, image, tmp_path / "default", top_k=2)
     assert "randomly initialised" in caplog.text
     assert len(written) == 2
     assert sorted(p.name for p in (tmp_path / "default").iterdir()) == sorted(
@@ -124,11 +139,11 @@ def test_visualize_object_regions_writes_panels(tmp_path, toy_val_record, caplog
     for path in written:
         assert cv2.imread(path).shape == (height, 3 * width, 3)  # prediction | region | p(class)
 
-    written = _visualize(OCR_CONFIG, image, tmp_path / "chosen", "--classes", "SKY", "0")
+    written = _visualize(OCR_CONFIG, image, tmp_path / "chosen", classes=["SKY", "0"])
     stem = image.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     assert [p.rsplit("/", 1)[-1] for p in written] == [f"{stem}_3_sky.png", f"{stem}_0_circle.png"]
     with pytest.raises(ValueError, match="unknown class 'tree'.*0=circle"):
-        _visualize(OCR_CONFIG, image, tmp_path / "bad", "--classes", "tree")
+        _visualize(OCR_CONFIG, image, tmp_path / "bad", classes=["tree"])
 
 
 @pytest.mark.parametrize("config", [FINE_CONFIG, ORACLE_CONFIG])

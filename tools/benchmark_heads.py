@@ -15,6 +15,9 @@ counts it), runs it in eval mode under ``no_grad`` on a ``[N, C, H, W]`` feature
   (``profile_memory=True``) for PyTorch's CPU allocator, whose maximum is the peak;
 - median latency of ``--runs`` forward passes after ``--warmup`` ones.
 
+The measuring is :mod:`panoptic_ocr.benchmarks.heads` (with :mod:`panoptic_ocr.benchmarks.timing`);
+this script parses the command line and prints.
+
 Usage:
     python tools/benchmark_heads.py                          # [1, 2048, 128, 128], all heads
     python tools/benchmark_heads.py --input 1,2048,16,16 --runs 2 --heads ocr,ppm --json
@@ -22,255 +25,23 @@ Usage:
 """
 
 import argparse
-import contextlib
 import json
-import logging
-import os
-import statistics
 import sys
-import time
 import warnings
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List
 
 # TorchScript deprecation warnings (fvcore traces with torch.jit) say nothing about the heads.
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
 
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.layers import ShapeSpec  # noqa: E402
-from detectron2.modeling import build_sem_seg_head  # noqa: E402
-
-import panoptic_ocr  # noqa: F401,E402  (registers the heads)
-from panoptic_ocr import add_ocr_config  # noqa: E402
-from panoptic_ocr.modeling.inference import prepare_for_inference  # noqa: E402
-
-HEAD_NAMES = {
-    "ppm": "PPMHead",
-    "aspp": "ASPPHead",
-    "danet": "DANetHead",
-    "cc_attention": "CCAttentionHead",
-    "self_attention": "SelfAttentionHead",
-    "double_attention": "DoubleAttentionHead",
-    "ocr": "OCRHead",
-}
-# Table 4 of the paper: [1, 2048, 128, 128] on one P40 GPU, CUDA 10.0.
-# params (M), memory (MB), FLOPs (G, = 2 x multiply-adds), time (ms).
-PAPER_TABLE4 = {
-    "ppm": (23.1, 792, 619, 99),
-    "aspp": (15.5, 284, 492, 97),
-    "danet": (10.6, 2339, 1110, 121),
-    "cc_attention": (10.6, 427, 804, 131),
-    "self_attention": (10.5, 2168, 619, 96),
-    "double_attention": (10.2, 209, 338, 46),
-    "ocr": (10.5, 202, 340, 45),
-}
-NUM_REGIONS = 19  # Cityscapes classes: OCR's soft object regions
-VARIANT_ALIASES = {
-    "original": "original",
-    "2048": "original",
-    "compact": "compact",
-    "512": "compact",
-}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def build_context(name: str, in_channels: int, variant: str, ocr_proj_layers: int) -> nn.Module:
-    """The paper-size context module of head ``name``, built through the project config."""
-    cfg = get_cfg()
-    add_ocr_config(cfg)
-    cfg.MODEL.SEM_SEG_HEAD.NAME = HEAD_NAMES[name]
-    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = NUM_REGIONS
-    cfg.MODEL.SEM_SEG_HEAD.NORM = "BN"  # the paper's (Detectron2's default is GN)
-    cfg.MODEL.DANET.VARIANT = variant
-    cfg.MODEL.CC_ATTENTION.VARIANT = variant
-    cfg.MODEL.OCR.PROJ_LAYERS = ocr_proj_layers
-    input_shape = {
-        "res5": ShapeSpec(channels=in_channels, stride=8),
-        "res4": ShapeSpec(channels=1024, stride=8),
-    }
-    return build_sem_seg_head(cfg, input_shape).context
-
-
-def make_inputs(name: str, shape: Sequence[int], device: torch.device) -> Tuple[Tensor, ...]:
-    """``(features,)``, plus ``region_logits [N, 19, H, W]`` for OCR."""
-    n, _, h, w = shape
-    features = torch.randn(*shape, device=device)
-    if name == "ocr":
-        return features, torch.randn(n, NUM_REGIONS, h, w, device=device)
-    return (features,)
-
-
-def count_macs(module: nn.Module, inputs: Tuple[Tensor, ...]) -> int:
-    """fvcore's count (one per multiply-add), traced in float32; unsupported ops (softmax,
-    elementwise adds) count 0 and are not reported."""
-    from fvcore.nn import FlopCountAnalysis
-
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(module, inputs)
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(analysis.total())
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence file descriptor 2 (Kineto logs its start/stop there from C++)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _cpu_peak_bytes(run) -> int:
-    """Peak bytes held by PyTorch's CPU allocator during ``run()``, above the level before it,
-    from the allocation (+) and free (-) events of ``torch.profiler``'s memory profiling."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with _quiet_native_stderr(), profile(
-        activities=[ProfilerActivity.CPU], profile_memory=True
-    ) as prof:
-        run()
-    events = [
-        e
-        for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
-    ]
-    held = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        held += event.nbytes()
-        peak = max(peak, held)
-    return peak
-
-
-def peak_memory_bytes(run, device: torch.device) -> int:
-    """Peak memory of ``run()`` above what was allocated before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        run()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    return _cpu_peak_bytes(run)
-
-
-def median_latency_ms(run, device: torch.device, runs: int, warmup: int) -> float:
-    """Median wall time of ``runs`` calls of ``run()`` after ``warmup`` calls."""
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(runs):
-        sync()
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
-
-
-def benchmark_head(name: str, args, device: torch.device) -> Dict:
-    """Parameters, multiply-adds, peak memory and latency of one context module."""
-    torch.manual_seed(0)
-    module = build_context(name, args.input[1], args.variant, args.ocr_proj_layers)
-    module = module.to(device).eval()
-    inputs = make_inputs(name, args.input, device)
-    params = sum(p.numel() for p in module.parameters())
-    resident = sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(inputs))
-    macs = count_macs(module, inputs)
-    if args.dtype == "float32":
-        autocast = contextlib.nullcontext
-    else:
-        # The project's reduced-precision inference path (MODEL.INFERENCE_DTYPE with
-        # MODEL.INFERENCE_CHANNELS_LAST and TEST.FOLD_BATCHNORM): an inference copy with BN
-        # folded and channels-last conv weights stored in the dtype, run under autocast.
-        dtype = DTYPES[args.dtype]
-        module = prepare_for_inference(module, fold_bn=True, channels_last=True, weight_dtype=dtype)
-        inputs = tuple(t.contiguous(memory_format=torch.channels_last) for t in inputs)
-        autocast = lambda: torch.autocast(device.type, dtype=dtype)  # noqa: E731
-
-    def run():
-        with torch.no_grad(), autocast():
-            out = module(*inputs)
-        del out
-
-    peak = peak_memory_bytes(run, device)
-    latency = median_latency_ms(run, device, args.runs, args.warmup)
-    return {
-        "name": name,
-        "params": params,
-        "macs": macs,
-        "flops": 2 * macs,
-        "peak_memory_mb": peak / 2**20,
-        "resident_memory_mb": resident / 2**20,
-        "latency_ms": latency,
-        "variant": args.variant if name in ("danet", "cc_attention") else None,
-    }
-
-
-def _ratio(value: float, reference: float) -> str:
-    return f"{value / reference:.2f}" if reference else "n/a"
-
-
-def _label(result: Dict) -> str:
-    return result["name"] + (f"/{result['variant']}" if result["variant"] else "")
-
-
-def format_table(results: List[Dict]) -> str:
-    """Measured values beside Table 4, then both as ratios to OCR."""
-    width = max(len("ratio to OCR"), *(len(_label(r)) for r in results))
-    lines = [
-        f"{'head':<{width}} | {'params M':^23} | {'GMACs':>6} | {'2x MACs G':^23} | "
-        f"{'peak mem MB':^13} | {'latency ms':^15}",
-        f"{'':<{width}} | {'ours':>7} {'paper':>6} {'diff':>8} | {'ours':>6} | {'ours':>7} "
-        f"{'paper':>6} {'diff':>8} | {'ours':>7} {'paper':>5} | {'ours':>9} {'paper':>5}",
-    ]
-    lines.append("-" * len(lines[0]))
-    for r in results:
-        p_params, p_mem, p_flops, p_time = PAPER_TABLE4[r["name"]]
-        params_m, flops_g = r["params"] / 1e6, r["flops"] / 1e9
-        lines.append(
-            f"{_label(r):<{width}} | {params_m:7.2f} {p_params:6.1f} "
-            f"{100 * (params_m / p_params - 1):+7.1f}% | {r['macs'] / 1e9:6.1f} | "
-            f"{flops_g:7.1f} {p_flops:6.0f} {100 * (flops_g / p_flops - 1):+7.1f}% | "
-            f"{r['peak_memory_mb']:7.0f} {p_mem:5.0f} | {r['latency_ms']:9.1f} {p_time:5.0f}"
-        )
-    ocr = next((r for r in results if r["name"] == "ocr"), None)
-    if ocr is None:
-        lines.append("(ratios to OCR need 'ocr' in --heads)")
-        return "\n".join(lines)
-    p_ocr = PAPER_TABLE4["ocr"]
-    lines += [
-        "",
-        f"{'ratio to OCR':<{width}} |"
-        + "".join(f" {title:^10} |" for title in ("params", "FLOPs", "peak mem", "latency")),
-        f"{'':<{width}} |" + " ours paper |" * 4,
-    ]
-    for r in results:
-        paper = PAPER_TABLE4[r["name"]]
-        ours = (
-            _ratio(r["params"], ocr["params"]),
-            _ratio(r["macs"], ocr["macs"]),
-            _ratio(r["peak_memory_mb"], ocr["peak_memory_mb"]),
-            _ratio(r["latency_ms"], ocr["latency_ms"]),
-        )
-        theirs = [_ratio(paper[i], p_ocr[i]) for i in (0, 2, 1, 3)]
-        cells = "".join(f" {o:>4} {t:>5} |" for o, t in zip(ours, theirs))
-        lines.append(f"{_label(r):<{width}} |{cells}")
-    return "\n".join(lines)
+from panoptic_ocr.benchmarks.heads import (  # noqa: E402
+    DTYPES,
+    HEAD_NAMES,
+    VARIANT_ALIASES,
+    benchmark_head,
+    format_table,
+)
 
 
 def parse_args(argv=None):
@@ -341,7 +112,18 @@ def main(argv=None) -> List[Dict]:
     print(header, file=sys.stderr if args.json else sys.stdout, flush=True)
     results = []
     for name in args.heads:
-        results.append(benchmark_head(name, args, device))
+        results.append(
+            benchmark_head(
+                name,
+                args.input,
+                device,
+                dtype=args.dtype,
+                variant=args.variant,
+                ocr_proj_layers=args.ocr_proj_layers,
+                runs=args.runs,
+                warmup=args.warmup,
+            )
+        )
         if not args.json:
             print(f"  measured {name}", file=sys.stderr, flush=True)
     if args.json:

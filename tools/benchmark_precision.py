@@ -10,6 +10,8 @@ Times the OCR module (:class:`OCRContext`, paper widths: 2048 -> 512 -> 256) on
 Variants are timed interleaved (one call of each per round) so that load from other processes
 hits all of them alike; the table gives the median and the min over rounds and the speed-ups
 of both against float32 (on a shared machine the min is the better estimate of the cost). Random weights: speed does not depend on them.
+The measuring is :mod:`panoptic_ocr.benchmarks.precision`; this script parses the command line
+and prints.
 
     python tools/benchmark_precision.py                       # paper size S=128 and S=32
     python tools/benchmark_precision.py --sizes 64 --rounds 9
@@ -17,136 +19,13 @@ of both against float32 (on a shared machine the min is the better estimate of t
 """
 
 import argparse
-import copy
-import os
-import statistics
 import sys
-import time
-from typing import Callable, Dict, List
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from panoptic_ocr.modeling import fold_batchnorm, prepare_for_inference  # noqa: E402
-from panoptic_ocr.modeling.heads import OCRContext  # noqa: E402
-from panoptic_ocr.modeling.inference import inference_autocast, resolve_inference_dtype  # noqa: E402
-
-CL = torch.channels_last
-
-
-def _randomise_batchnorm(model: torch.nn.Module) -> None:
-    """Non-trivial running statistics, so BN folding is not folding an identity."""
-    generator = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
-
-
-def ocr_variants(size: int, device: str, dtype: torch.dtype, num_classes: int) -> Dict[str, Callable]:
-    torch.manual_seed(0)
-    base = OCRContext(2048, mid_channels=512, key_channels=256).to(device).eval()
-    _randomise_batchnorm(base)
-    x = torch.randn(1, 2048, size, size, device=device)
-    regions = torch.randn(1, num_classes, size, size, device=device)
-    x_cl = x.contiguous(memory_format=CL)
-    m_cl = prepare_for_inference(base, channels_last=True)
-    m_cl_low = prepare_for_inference(base, channels_last=True, weight_dtype=dtype)
-    m_all = prepare_for_inference(base, fold_bn=True, channels_last=True, weight_dtype=dtype)
-    m_low = copy.deepcopy(base).to(dtype)
-    m_low_cl = copy.deepcopy(m_low).to(memory_format=CL)
-    x_low, x_low_cl, r_low = x.to(dtype), x_cl.to(dtype), regions.to(dtype)
-    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-
-    def autocast(module, inp):
-        def call():
-            with inference_autocast(dtype, device):
-                return module(inp, regions)
-
-        return call
-
-    return {
-        "fp32": lambda: base(x, regions),
-        "fp32 channels_last": lambda: m_cl(x_cl, regions),
-        f"{name} autocast": autocast(base, x),
-        f"{name} autocast, channels_last input": autocast(base, x_cl),
-        f"{name} autocast, channels_last": autocast(m_cl, x_cl),
-        f"{name} autocast, channels_last, {name} conv weights": autocast(m_cl_low, x_cl),
-        f"{name} autocast, inference copy (+ BN folded)": autocast(m_all, x_cl),
-        f"{name} cast module": lambda: m_low(x_low, r_low),
-        f"{name} cast module, channels_last": lambda: m_low_cl(x_low_cl, r_low),
-    }
-
-
-def model_variants(config_file: str, image_size: int, device: str, dtype_name: str) -> Dict[str, Callable]:
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    from panoptic_ocr import add_ocr_config
-    from panoptic_ocr.engine import adapt_config_to_device
-
-    cfg = get_cfg()
-    add_ocr_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.MODEL.DEVICE = device
-    adapt_config_to_device(cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    _randomise_batchnorm(model)
-    image = torch.randint(0, 256, (3, image_size, image_size), dtype=torch.uint8)
-    inputs = [{"image": image, "height": image_size, "width": image_size}]
-    low = resolve_inference_dtype(dtype_name, device)
-
-    def variant(dtype: str, channels_last: bool = False, fold: bool = False, weights: bool = False) -> Callable:
-        weight_dtype = low if weights else None
-        m = prepare_for_inference(model, fold_bn=fold, channels_last=channels_last, weight_dtype=weight_dtype)
-        if m is model:
-            m = copy.deepcopy(model).eval()
-        m.inference_dtype, m.inference_channels_last = dtype, channels_last
-        return lambda: m(inputs)
-
-    return {
-        "model fp32": variant("float32"),
-        "model fp32, inference copy (channels_last, BN folded)": variant("float32", True, True),
-        f"model {dtype_name} autocast": variant(dtype_name),
-        f"model {dtype_name} autocast, channels_last": variant(dtype_name, True),
-        f"model {dtype_name}, inference copy (+ BN folded, {dtype_name} weights)": variant(
-            dtype_name, True, True, True
-        ),
-    }
-
-
-def run(variants: Dict[str, Callable], rounds: int, warmup: int) -> Dict[str, List[float]]:
-    times = {name: [] for name in variants}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in variants.values():
-                fn()
-        for _ in range(rounds):
-            for name, fn in variants.items():
-                start = time.perf_counter()
-                fn()
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
-def print_table(title: str, times: Dict[str, List[float]]) -> None:
-    ref_values = next(iter(times.values()))
-    ref_median, ref_min = statistics.median(ref_values), min(ref_values)
-    print(f"\n{title}")
-    print(
-        f"| {'variant':<62} | {'median ms':>9} | {'min ms':>8} | {'speed-up (median)':>17} | {'speed-up (min)':>14} |"
-    )
-    print(f"|{'-' * 64}|{'-' * 11}|{'-' * 10}|{'-' * 19}|{'-' * 16}|")
-    for name, values in times.items():
-        median, fastest = statistics.median(values), min(values)
-        print(
-            f"| {name:<62} | {median * 1e3:>9.1f} | {fastest * 1e3:>8.1f} | {ref_median / median:>16.2f}x "
-            f"| {ref_min / fastest:>13.2f}x |"
-        )
+from panoptic_ocr.benchmarks.precision import format_table, model_variants, ocr_variants
+from panoptic_ocr.benchmarks.timing import time_interleaved
+from panoptic_ocr.modeling.inference import resolve_inference_dtype
 
 
 def main() -> None:
@@ -173,12 +52,17 @@ def main() -> None:
         f"mkldnn bf16 {torch.ops.mkldnn._is_mkldnn_bf16_supported()}, reduced dtype {dtype_name}, "
         f"{args.rounds} rounds"
     )
+    timing_device = torch.device(device)
     for size in args.sizes:
-        times = run(ocr_variants(size, device, dtype, args.num_classes), args.rounds, args.warmup)
-        print_table(f"OCRContext (2048 -> 512 -> 256, K={args.num_classes}) on [1, 2048, {size}, {size}]", times)
+        variants = ocr_variants(size, device, dtype, args.num_classes)
+        times = time_interleaved(variants, timing_device, args.rounds, args.warmup)
+        title = f"OCRContext (2048 -> 512 -> 256, K={args.num_classes}) on [1, 2048, {size}, {size}]"
+        print("\n" + format_table(title, times))
     if args.model:
-        times = run(model_variants(args.model, args.image_size, device, dtype_name), args.rounds, args.warmup)
-        print_table(f"OCRSemanticSegmentor from {args.model}, one {args.image_size}x{args.image_size} image", times)
+        variants = model_variants(args.model, args.image_size, device, dtype_name)
+        times = time_interleaved(variants, timing_device, args.rounds, args.warmup)
+        title = f"OCRSemanticSegmentor from {args.model}, one {args.image_size}x{args.image_size} image"
+        print("\n" + format_table(title, times))
 
 
 if __name__ == "__main__":

@@ -4,49 +4,13 @@
     python tools/majority_baseline.py --train toy_scenes_sem_seg_train --test toy_scenes_sem_seg_val
 
 Scored with Detectron2's SemSegEvaluator, the evaluator the models are scored with, so the
-numbers compare directly with a model's.
+numbers compare directly with a model's. The scoring is
+:mod:`panoptic_ocr.benchmarks.majority_baseline`; this script parses the command line and prints.
 """
 import argparse
 import json
 
-import numpy as np
-import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import SemSegEvaluator
-from PIL import Image
-
-import panoptic_ocr  # noqa: F401  (registers the datasets)
-from panoptic_ocr.data import ensure_dataset_available
-
-
-def class_histogram(dataset_name: str, num_classes: int) -> np.ndarray:
-    """Pixel count of each class over the dataset's label files (ignore label excluded)."""
-    counts = np.zeros(num_classes, np.int64)
-    for record in DatasetCatalog.get(dataset_name):
-        label = np.asarray(Image.open(record["sem_seg_file_name"]), dtype=np.int64)
-        counts += np.bincount(label[label < num_classes].ravel(), minlength=num_classes)[:num_classes]
-    return counts
-
-
-def majority_baseline(train_name: str, test_name: str) -> dict:
-    """Evaluate the constant prediction of ``train_name``'s most frequent class on ``test_name``."""
-    ensure_dataset_available(train_name)
-    ensure_dataset_available(test_name)
-    num_classes = len(MetadataCatalog.get(test_name).stuff_classes)
-    majority = int(class_histogram(train_name, num_classes).argmax())
-    evaluator = SemSegEvaluator(test_name, distributed=False)
-    evaluator.reset()
-    for record in DatasetCatalog.get(test_name):
-        h, w = Image.open(record["file_name"]).size[::-1]
-        logits = torch.zeros(num_classes, h, w)
-        logits[majority] = 1.0
-        evaluator.process([{"file_name": record["file_name"]}], [{"sem_seg": logits}])
-    result = evaluator.evaluate()["sem_seg"]
-    return {
-        "majority_class": MetadataCatalog.get(test_name).stuff_classes[majority],
-        "mIoU": result["mIoU"],
-        "pACC": result["pACC"],
-    }
+from panoptic_ocr.benchmarks.majority_baseline import majority_baseline
 
 
 def main() -> None:

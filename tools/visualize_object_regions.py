@@ -17,7 +17,8 @@ region and the class probability (cv2 JET colormap blended over the image).
 Works with the OCR heads whose context module receives predicted region logits: ``OCRHead``,
 ``OCRDoubleAttentionRelationHead``, ``OCRACFRelationHead`` and
 ``OCRNoRegionSupervisionHead`` (its unsupervised ``region_branch``). Class names and colors
-come from the config's first test dataset.
+come from the config's first test dataset. The drawing is
+:mod:`panoptic_ocr.utils.object_regions`; this script parses the command line.
 
 Usage:
     python tools/visualize_object_regions.py \\
@@ -31,222 +32,18 @@ Usage:
 import argparse
 import logging
 import os
-import re
-import sys
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List
 
 # Detectron2 uses torch.jit.script at import; torch's deprecation warning says nothing here.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.data import MetadataCatalog  # noqa: E402
-from detectron2.data import detection_utils as utils  # noqa: E402
-from detectron2.data import transforms as T  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.utils.visualizer import Visualizer  # noqa: E402
-
-from panoptic_ocr.modeling.heads import OCRContext, OCRRelationSchemeContext  # noqa: E402
-from tools.benchmark_fps import setup_cfg  # noqa: E402
+from panoptic_ocr import setup_cfg  # noqa: E402
+from panoptic_ocr.utils.object_regions import visualize_object_regions  # noqa: E402
 
 logger = logging.getLogger("panoptic_ocr.visualize_object_regions")
-
-# Context modules whose second input is the predicted soft object regions [N, K, h, w].
-REGION_CONTEXTS = (OCRContext, OCRRelationSchemeContext)
-
-
-def region_context(model: nn.Module) -> nn.Module:
-    """The module of ``model``'s head that receives the soft object regions.
-
-    Raises:
-        ValueError: the head has none (no OCR head, or OCR* whose regions are the labels).
-    """
-    head = getattr(model, "sem_seg_head", None)
-    context = getattr(head, "context", None)
-    if not isinstance(context, REGION_CONTEXTS):
-        raise ValueError(
-            f"{type(head).__name__} has no predicted soft object regions to show: use an OCR head "
-            "whose auxiliary branch predicts them (MODEL.SEM_SEG_HEAD.NAME OCRHead, "
-            "OCRDoubleAttentionRelationHead, OCRACFRelationHead or OCRNoRegionSupervisionHead)"
-        )
-    return context
-
-
-@torch.no_grad()
-def predict_with_regions(model: nn.Module, inputs: Dict) -> Tuple[Tensor, Tensor]:
-    """Run ``model`` on one input dict; returns the ``sem_seg`` logits ``[K, height, width]``
-    and the soft object region logits ``[K, h, w]`` that the OCR module received (feature
-    resolution of the padded input)."""
-    captured = []
-    hook = region_context(model).register_forward_pre_hook(
-        lambda module, args: captured.append(args[1])
-    )
-    try:
-        logits = model([inputs])[0]["sem_seg"]
-    finally:
-        hook.remove()
-    return logits.float().cpu(), captured[-1][0].float().cpu()
-
-
-def region_maps(
-    region_logits: Tensor, stride: int, image_size: Tuple[int, int], output_size: Tuple[int, int]
-):
-    """Spatial softmax (eq. 4's weights) and per-pixel class probability of ``[K, h, w]``
-    region logits, each ``[K, H, W]`` at ``output_size``, min-max normalised per class.
-
-    The logits cover the padded input (``h * stride`` x ``w * stride``); the network's input
-    occupied its top-left ``image_size``, which is cropped and resized to ``output_size``.
-    """
-    k, h, w = region_logits.shape
-    spatial = region_logits.flatten(1).softmax(dim=1).view(k, h, w)
-    probability = region_logits.softmax(dim=0)
-    maps = []
-    for m in (spatial, probability):
-        m = F.interpolate(
-            m[None], size=(h * stride, w * stride), mode="bilinear", align_corners=False
-        )
-        m = m[:, :, : image_size[0], : image_size[1]]
-        m = F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)[0]
-        low = m.flatten(1).min(dim=1).values[:, None, None]
-        high = m.flatten(1).max(dim=1).values[:, None, None]
-        maps.append((m - low) / (high - low).clamp_min(1e-12))
-    return maps[0], maps[1]
-
-
-def heat_overlay(image_rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """``heat`` in [0, 1] as a cv2 JET colormap blended over the RGB image (uint8 RGB)."""
-    colored = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), cv2.COLORMAP_JET)[:, :, ::-1]
-    return cv2.addWeighted(image_rgb, 1 - alpha, colored, alpha, 0)
-
-
-def _caption(panel: np.ndarray, text: str) -> np.ndarray:
-    panel = np.ascontiguousarray(panel)
-    scale = max(0.35, min(panel.shape[:2]) / 500)
-    thickness = max(1, int(round(scale * 2)))
-    origin = (4, int(20 * scale) + 4)
-    cv2.putText(
-        panel, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA
-    )
-    cv2.putText(
-        panel,
-        text,
-        origin,
-        cv2.FONT_HERSHEY_SIMPLEX,
-        scale,
-        (255, 255, 255),
-        thickness,
-        cv2.LINE_AA,
-    )
-    return panel
-
-
-def class_names(cfg) -> Tuple[List[str], object]:
-    """Class names and metadata of the config's first test dataset; "class<i>" names (and
-    Visualizer's default colors) when it has none or a different number of classes."""
-    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    if cfg.DATASETS.TEST:
-        metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        names = list(metadata.get("stuff_classes", None) or [])
-        if len(names) == num_classes:
-            return names, metadata
-        logger.warning(
-            "Metadata of %s has %d classes, the model %d: using class indices as names",
-            cfg.DATASETS.TEST[0],
-            len(names),
-            num_classes,
-        )
-    names = [f"class{i}" for i in range(num_classes)]
-    metadata = MetadataCatalog.get(f"__visualize_object_regions_{num_classes}_classes")
-    if not metadata.get("stuff_classes", None):
-        metadata.set(stuff_classes=names)
-    return names, metadata
-
-
-def resolve_classes(requested: Optional[Sequence[str]], names: List[str]) -> Optional[List[int]]:
-    """Class indices from names (case-insensitive) or indices; None when nothing is requested.
-
-    Raises:
-        ValueError: naming an unknown class and listing the valid ones.
-    """
-    if not requested:
-        return None
-    lowered = {n.lower(): i for i, n in enumerate(names)}
-    indices = []
-    for item in requested:
-        if item.lower() in lowered:
-            indices.append(lowered[item.lower()])
-        elif item.isdigit() and int(item) < len(names):
-            indices.append(int(item))
-        else:
-            raise ValueError(
-                f"--classes: unknown class {item!r}; use a name or an index in [0, {len(names)}): "
-                + ", ".join(f"{i}={n}" for i, n in enumerate(names))
-            )
-    return list(dict.fromkeys(indices))
-
-
-def largest_classes(prediction: np.ndarray, count: int) -> List[int]:
-    """The ``count`` classes covering most pixels of ``prediction`` (largest first)."""
-    classes, areas = np.unique(prediction, return_counts=True)
-    return [int(c) for c in classes[np.argsort(-areas, kind="stable")][:count]]
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "class"
-
-
-def visualize(
-    cfg,
-    model: nn.Module,
-    image_path: str,
-    output_dir: str,
-    classes: Optional[List[int]],
-    top_k: int,
-) -> List[str]:
-    """Write the PNGs of one image (see the module docstring); returns their paths."""
-    names, metadata = class_names(cfg)
-    image = utils.read_image(image_path, format=cfg.INPUT.FORMAT)
-    rgb = utils.convert_image_to_rgb(image, cfg.INPUT.FORMAT)
-    height, width = image.shape[:2]
-    if cfg.INPUT.MIN_SIZE_TEST > 0:  # the test-time resize of the project's mapper
-        image = (
-            T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-            .get_transform(image)
-            .apply_image(image)
-        )
-    tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    logits, region_logits = predict_with_regions(
-        model, {"image": tensor, "height": height, "width": width}
-    )
-    prediction = logits.argmax(dim=0).numpy()
-    spatial, probability = region_maps(
-        region_logits, model.sem_seg_head.feature_stride, image.shape[:2], (height, width)
-    )
-
-    overlay = Visualizer(rgb, metadata).draw_sem_seg(prediction, alpha=0.5).get_image()
-    overlay = _caption(overlay, "prediction")
-    chosen = classes if classes is not None else largest_classes(prediction, top_k)
-    stem = os.path.splitext(os.path.basename(image_path))[0]
-    written = []
-    for k in chosen:
-        panels = [
-            overlay,
-            _caption(heat_overlay(rgb, spatial[k].numpy()), f"region: {names[k]}"),
-            _caption(heat_overlay(rgb, probability[k].numpy()), f"p({names[k]})"),
-        ]
-        path = os.path.join(output_dir, f"{stem}_{k}_{_safe(names[k])}.png")
-        if not cv2.imwrite(path, np.concatenate(panels, axis=1)[:, :, ::-1]):
-            raise OSError(f"cannot write {path!r}")
-        written.append(path)
-    return written
 
 
 def parse_args(argv=None):
@@ -289,23 +86,10 @@ def parse_args(argv=None):
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = setup_cfg(args.config_file, args.opts, args.device)
-    # One forward over the whole image: OCR's regions are formed over all of its pixels.
-    cfg.TEST.SLIDING_WINDOW.ENABLED = False
-    model = build_model(cfg).eval()
-    region_context(model)  # fail before any work when the head has no regions
-    if args.weights:
-        DetectionCheckpointer(model).load(args.weights)
-    else:
-        logger.warning(
-            "No --weights: the model is randomly initialised; its regions and prediction are noise"
-        )
-    names, _ = class_names(cfg)
-    classes = resolve_classes(args.classes, names)
-    os.makedirs(args.output, exist_ok=True)
-    written = []
-    for path in args.input:
-        written += visualize(cfg, model, path, args.output, classes, args.top_k)
+    cfg = setup_cfg(args.config_file, list(args.opts) + ["MODEL.DEVICE", args.device])
+    written = visualize_object_regions(
+        cfg, args.input, args.output, weights=args.weights, classes=args.classes, top_k=args.top_k
+    )
     logger.info("Wrote %d images to %s", len(written), args.output)
     return written
 

@@ -41,17 +41,9 @@ VARIANTS = ("cross_entropy", "weighted_cross_entropy", "ohem_cross_entropy")
 
 
 def _cfg(config_file: str, opts: Sequence[str]):
-    from detectron2.config import get_cfg
+    from panoptic_ocr.config import setup_cfg
 
-    from panoptic_ocr.config import add_ocr_config
-    from panoptic_ocr.engine.device import adapt_config_to_device
-
-    cfg = get_cfg()
-    add_ocr_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    adapt_config_to_device(cfg)
-    return cfg
+    return setup_cfg(config_file, opts, freeze=False)
 
 
 def cost_variants(num_classes: int, pixels_per_batch: int) -> Dict[str, List[str]]:
@@ -95,19 +87,14 @@ def loss_cost_ms(
         cfg.merge_from_list(["MODEL.SEM_SEG_HEAD.NUM_CLASSES", k] + opts)
         losses[name] = build_sem_seg_loss(cfg, "main").to(device)
 
+    from panoptic_ocr.benchmarks.timing import time_interleaved
+
     def call(loss) -> None:
         x = logits.detach().requires_grad_(True)
         loss(x, targets).backward()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
 
-    times: Dict[str, List[float]] = {name: [] for name in losses}
-    for round_ in range(warmup + runs):
-        for name, loss in losses.items():
-            start = time.perf_counter()
-            call(loss)
-            if round_ >= warmup:
-                times[name].append((time.perf_counter() - start) * 1000.0)
+    calls = {name: (lambda loss=loss: call(loss)) for name, loss in losses.items()}
+    times = time_interleaved(calls, torch.device(device), runs, warmup, inference=False)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
