@@ -207,24 +207,26 @@ def test_registration_loads_instances_and_stuff_labels(coco, dataset_name):
     ensure_dataset_available(dataset_name)  # every path of the metadata exists
 
 
-def test_detectron2_names_get_the_validating_loader_and_keep_their_metadata():
+def test_checked_names_have_the_validating_loader_and_detectron2s_metadata():
     expected = get_coco_panoptic_separated_meta()
     for split in ("train", "val", "val_100"):
-        name = f"coco_2017_{split}_panoptic_separated"
+        name = f"coco_2017_{split}_panoptic_separated_checked"
         loader = DatasetCatalog[name]
         assert loader.__module__ == "panoptic_ocr.data.datasets.register_coco_panoptic", name
-        meta = MetadataCatalog.get(name)
-        assert meta.prepare_command == PREPARE_COMMAND
-        assert (
-            meta.stuff_dataset_id_to_contiguous_id == expected["stuff_dataset_id_to_contiguous_id"]
-        )
-        assert (
-            meta.thing_classes == expected["thing_classes"]
-            and meta.evaluator_type == "coco_panoptic_seg"
-        )
-    before = MetadataCatalog.get("coco_2017_val_panoptic_separated").as_dict()
-    register_all_coco_panoptic("/elsewhere")  # again: Detectron2's paths are kept
-    assert MetadataCatalog.get("coco_2017_val_panoptic_separated").as_dict() == before
+        meta = MetadataCatalog.get(name).as_dict()
+        # Detectron2's entry is untouched and its metadata (same class tables, same files) is ours
+        # too, plus the command that makes the stuff labels.
+        builtin = MetadataCatalog.get(f"coco_2017_{split}_panoptic_separated").as_dict()
+        assert "prepare_command" not in builtin
+        assert DatasetCatalog[f"coco_2017_{split}_panoptic_separated"].__module__.startswith("detectron2.")
+        assert meta.pop("prepare_command") == PREPARE_COMMAND
+        assert meta.pop("name") == name and builtin.pop("name") == name[: -len("_checked")]
+        assert meta == builtin, name
+        assert meta["stuff_dataset_id_to_contiguous_id"] == expected["stuff_dataset_id_to_contiguous_id"]
+        assert meta["thing_classes"] == expected["thing_classes"] and meta["evaluator_type"] == "coco_panoptic_seg"
+    before = MetadataCatalog.get("coco_2017_val_panoptic_separated_checked").as_dict()
+    register_all_coco_panoptic("/elsewhere")  # again: registered names are left as they are
+    assert MetadataCatalog.get("coco_2017_val_panoptic_separated_checked").as_dict() == before
     assert before["json_file"].endswith("coco/annotations/instances_val2017.json")
 
 

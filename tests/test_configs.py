@@ -61,7 +61,7 @@ def test_benchmark_config_follows_the_paper(path):
         iters = 50000
     elif "_100k_trainval" in path.stem:
         iters = 100000
-        assert set(cfg.DATASETS.TRAIN) == {"cityscapes_fine_sem_seg_train", "cityscapes_fine_sem_seg_val"}
+        assert set(cfg.DATASETS.TRAIN) == {"cityscapes_fine_sem_seg_train_checked", "cityscapes_fine_sem_seg_val_checked"}
     assert cfg.SOLVER.BASE_LR == pytest.approx(lr)
     assert cfg.SOLVER.WEIGHT_DECAY == pytest.approx(wd)
     assert tuple(cfg.INPUT.CROP.SIZE) == (crop, crop) and cfg.INPUT.CROP.ENABLED
@@ -118,3 +118,13 @@ def test_dataset_specific_test_time_settings():
     assert [tuple(p) for p in lip.TEST.AUG.FLIP_CHANNEL_PAIRS] == [(14, 15), (16, 17), (18, 19)]
     city = make_cfg("configs/cityscapes/semantic/ocr_R101_os8_bs8_crop769_poly_40k.yaml")
     assert city.TEST.SLIDING_WINDOW.ENABLED and tuple(city.TEST.SLIDING_WINDOW.SIZE) == (769, 769)
+
+
+@pytest.mark.parametrize("path", LEAVES, ids=str)
+def test_configs_use_the_checked_datasets(path):
+    """Where the project registers a checked twin (``<name>_checked``) of a Detectron2 dataset,
+    configs name the twin, not Detectron2's entry."""
+    cfg = make_cfg(str(path))
+    registered = set(DatasetCatalog.list())
+    for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST:
+        assert f"{name}_checked" not in registered, f"{path}: use {name}_checked instead of {name}"

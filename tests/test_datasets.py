@@ -172,14 +172,14 @@ def test_embedded_tables_match_official_lists():
 
 def test_registered_names_and_metadata():
     expected = {
-        "cityscapes_fine_sem_seg_train": ("cityscapes_sem_seg", 19),
-        "cityscapes_fine_sem_seg_val": ("cityscapes_sem_seg", 19),
-        "cityscapes_fine_sem_seg_test": ("cityscapes_sem_seg", 19),
+        "cityscapes_fine_sem_seg_train_checked": ("cityscapes_sem_seg", 19),
+        "cityscapes_fine_sem_seg_val_checked": ("cityscapes_sem_seg", 19),
+        "cityscapes_fine_sem_seg_test_checked": ("cityscapes_sem_seg", 19),
         "cityscapes_coarse_sem_seg_train": ("sem_seg", 19),
         "cityscapes_coarse_sem_seg_train_extra": ("sem_seg", 19),
         "cityscapes_fine_sem_seg_test_submission": ("sem_seg_submission", 19),
-        "ade20k_sem_seg_train": ("sem_seg", 150),
-        "ade20k_sem_seg_val": ("sem_seg", 150),
+        "ade20k_sem_seg_train_checked": ("sem_seg", 150),
+        "ade20k_sem_seg_val_checked": ("sem_seg", 150),
         "ade20k_sem_seg_test": ("sem_seg_submission", 150),
         "lip_sem_seg_train": ("sem_seg", 20),
         "lip_sem_seg_val": ("sem_seg", 20),
@@ -198,6 +198,12 @@ def test_registered_names_and_metadata():
         assert all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in meta.stuff_colors), name
         assert meta.ignore_label == 255 and meta.image_root and meta.prepare_command, name
         assert (meta.get("sem_seg_root") is None) == (evaluator_type == "sem_seg_submission"), name
+    # The checked Cityscapes twins keep the layout Detectron2's Cityscapes evaluators read.
+    for split in ("train", "val", "test"):
+        ours = MetadataCatalog.get(f"cityscapes_fine_sem_seg_{split}_checked")
+        builtin = MetadataCatalog.get(f"cityscapes_fine_sem_seg_{split}")
+        assert ours.stuff_classes == builtin.stuff_classes and ours.thing_classes == builtin.thing_classes
+        assert Path(ours.gt_dir) == Path(builtin.gt_dir) and Path(ours.image_dir) == Path(builtin.image_dir)
     assert MetadataCatalog.get("lip_sem_seg_train").flip_pairs == [[14, 15], [16, 17], [18, 19]]
     assert MetadataCatalog.get("ade20k_sem_seg_test").submission_format == "ade20k"
     assert (
@@ -242,11 +248,11 @@ def _cityscapes_tree(root: Path) -> Path:
 def test_cityscapes_label_ids_to_train_ids(d2root, fresh_prefix):
     cs = _cityscapes_tree(d2root)
     gt = cs / "gtFine/val/frankfurt"
-    # Before conversion the builtin loader's assertion becomes an error naming our command.
+    # Before conversion the builtin loader's assertion becomes an error naming our command, in
+    # the loader of cityscapes_fine_sem_seg_*_checked.
+    rc.register_cityscapes(str(d2root), prefix=fresh_prefix)
     with pytest.raises(FileNotFoundError, match="python datasets/prepare_cityscapes.py"):
-        rc._with_prepare_hint(
-            load_cityscapes_semantic, str(cs / "leftImg8bit/val"), str(cs / "gtFine/val")
-        )
+        DatasetCatalog.get(f"{fresh_prefix}_fine_sem_seg_val_checked")
 
     assert prepare("cityscapes").main([]) == 0  # --root defaults to $DETECTRON2_DATASETS/cityscapes
     label_ids = _read(gt / f"{CS_FRAME}_gtFine_labelIds.png")
@@ -264,8 +270,10 @@ def test_cityscapes_label_ids_to_train_ids(d2root, fresh_prefix):
     )
     assert (shipped == train_ids).mean() > 0.99
 
-    # Detectron2's loader (the one behind cityscapes_fine_sem_seg_val) reads the new files.
+    # Detectron2's loader (the one behind cityscapes_fine_sem_seg_val) reads the new files, and
+    # so does the checked twin.
     records = load_cityscapes_semantic(str(cs / "leftImg8bit/val"), str(cs / "gtFine/val"))
+    assert DatasetCatalog.get(f"{fresh_prefix}_fine_sem_seg_val_checked") == records
     assert len(records) == 1 and records[0]["sem_seg_file_name"].endswith(
         "_gtFine_labelTrainIds.png"
     )
@@ -275,7 +283,7 @@ def test_cityscapes_label_ids_to_train_ids(d2root, fresh_prefix):
     name = f"{fresh_prefix}_fine_sem_seg_val"
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(
-        **MetadataCatalog.get("cityscapes_fine_sem_seg_val").as_dict() | {"name": name}
+        **MetadataCatalog.get("cityscapes_fine_sem_seg_val_checked").as_dict() | {"name": name}
     )
     evaluator = build_evaluator(make_cfg(opts=["OUTPUT_DIR", str(d2root / "out")]), name)
     if cityscapesscripts_available():  # DatasetEvaluators([SemSegEvaluator, the official one])
@@ -347,6 +355,9 @@ def test_ade20k_prepare_and_load(d2root, fresh_prefix):
     register_ade20k(str(d2root), prefix=fresh_prefix)
     records = DatasetCatalog.get(f"{fresh_prefix}_sem_seg_test")
     assert records == [{"file_name": str(test_image), "image_id": "ADE_test_00000001"}]
+    # The checked twins of Detectron2's ade20k_sem_seg_{train,val} read the same records.
+    assert len(DatasetCatalog.get(f"{fresh_prefix}_sem_seg_val_checked")) == 2
+    ensure_dataset_available(f"{fresh_prefix}_sem_seg_train_checked")
 
 
 @needs_shared

@@ -67,7 +67,7 @@ class _LabelOracle(torch.nn.Module):
 
 
 def test_evaluation_reports_miou_through_the_test_loader(tmp_path):
-    from panoptic_ocr.benchmarks.majority_baseline import majority_baseline
+    from tools.majority_baseline import majority_baseline
 
     cfg = small_cfg(tmp_path)
     perfect = Trainer.test(cfg, _LabelOracle(7))["sem_seg"]
@@ -115,6 +115,87 @@ def test_resume_continues_at_the_next_iteration(tmp_path):
     assert second.iter == 6  # Detectron2 leaves iter at max_iter after the last step
     assert torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)["iteration"] == 5
     assert [it for _, it in second.storage.history("total_loss").values()] == [4, 5]
+
+
+def test_trainer_leaves_detectron2s_create_ddp_model_alone(tmp_path):
+    from detectron2.engine import defaults as d2_defaults
+
+    original = d2_defaults.create_ddp_model
+    seen = []
+
+    class Probe(Trainer):
+        @classmethod
+        def build_train_loader(cls, cfg):  # called inside Trainer.__init__
+            seen.append(d2_defaults.create_ddp_model)
+            return super().build_train_loader(cfg)
+
+    trainer = Probe(small_cfg(tmp_path, "SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()"))
+    assert seen and all(f is original for f in seen)
+    assert d2_defaults.create_ddp_model is original
+    # What DefaultTrainer.__init__ builds is there.
+    assert trainer.checkpointer.save_dir == str(tmp_path) and trainer.max_iter == 1
+    assert trainer.scheduler.__class__.__name__ == "WarmupPolyLR" and trainer.optimizer is not None
+
+
+@pytest.fixture
+def two_val_images():
+    """``toy_scenes_sem_seg_val`` cut to its first 2 images (a fast evaluation)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    name = "test_training_toy_scenes_sem_seg_val2"
+    DatasetCatalog.register(name, lambda: DatasetCatalog.get("toy_scenes_sem_seg_val")[:2])
+    meta = MetadataCatalog.get("toy_scenes_sem_seg_val").as_dict()
+    MetadataCatalog.get(name).set(**{k: v for k, v in meta.items() if k != "name"})
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def test_training_keeps_its_results_and_saves_overlays(tmp_path, two_val_images):
+    cfg = small_cfg(tmp_path, "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1000", "VIS.NUM_IMAGES", "1",
+                    "DATASETS.TEST", f'("{two_val_images}",)')
+    trainer = Trainer(cfg)
+    assert trainer.last_eval_results is None
+    trainer.resume_or_load(resume=False)
+    results = trainer.train()
+    assert results == trainer.last_eval_results and 0 <= results["sem_seg"]["mIoU"] <= 100
+    assert len(list((tmp_path / "vis").glob("*_overlay.png"))) == 1
+
+
+def test_recorded_results_feed_the_panoptic_summary(tmp_path):
+    from types import SimpleNamespace
+
+    from detectron2.utils.events import EventStorage
+
+    from panoptic_ocr.engine import PanopticSummaryHook, RecordingEvalHook
+
+    cfg = small_cfg(tmp_path, "DATASETS.TEST", '("toy_scenes_panoptic_val_separated",)')
+    panoptic = {"panoptic_seg": {"PQ": 50.0, "PQ_th": 40.0, "PQ_st": 60.0}, "sem_seg": {"mIoU": 70.0}}
+    table = PanopticSummaryHook(cfg).log(panoptic)
+    cells = [c.strip() for c in table.splitlines()[-1].strip("| ").split("|")]
+    assert cells[:2] == ["toy_scenes_panoptic_val_separated", "-"]  # no mask AP evaluated
+    assert [float(c) for c in cells[2:]] == [40.0, 70.0, 60.0, 50.0]  # PQ-Th, mIoU, PQ-St, PQ
+    assert PanopticSummaryHook(cfg).log({"sem_seg": {"mIoU": 70.0}}) is None  # nothing panoptic
+
+    def hooks():
+        plain = RecordingEvalHook(0, lambda: panoptic)
+        tta = RecordingEvalHook(0, lambda: {"sem_seg_TTA": {"mIoU": 71.0}})
+        summary = PanopticSummaryHook(cfg, [plain, tta])
+        summary.log = logged.append
+        return plain, tta, summary
+
+    with EventStorage() as storage:
+        logged = []
+        for hook in hooks():  # a training that stopped early: no evaluation, no summary
+            hook.trainer = SimpleNamespace(iter=3, max_iter=5, storage=storage)
+            hook.after_train()
+        assert logged == []
+        plain, tta, summary = hooks()
+        for hook in (plain, tta, summary):
+            hook.trainer = SimpleNamespace(iter=5, max_iter=5, storage=storage)
+            hook.after_train()
+    assert plain.latest_results == panoptic
+    assert logged == [{**panoptic, "sem_seg_TTA": {"mIoU": 71.0}}]
 
 
 def _train_net(*args, env=None, timeout=600):

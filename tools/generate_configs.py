@@ -1,15 +1,19 @@
 #!/usr/bin/env python
 """Write the benchmark configs of the paper's experiments (sec. 4.2) under configs/.
 
-    python tools/generate_configs.py            # rewrites configs/{cityscapes,ade20k,lip,...}/
+    python tools/generate_configs.py                      # rewrites configs/{cityscapes,ade20k,...}/semantic/
+    python tools/generate_configs.py --output-dir /tmp/c  # the same files under /tmp/c instead
 
 The configs are plain YAML files checked into the repository; this script is how they were
-made, so that the recipe table below is the single place where the paper's numbers live, and
-tests/test_configs.py checks every file against the same table.
+made, so that the recipe table below is the single place where the paper's numbers live.
+tests/test_configs.py checks every file against the same table, tests/test_generate_configs.py
+that this script reproduces the committed files byte for byte. It writes ``Base-Semantic.yaml``
+and the files directly in ``<dataset>/semantic/`` (:data:`GENERATED_FOLDERS`); subfolders there
+(``authors/``, ``released/``) hold hand-written configs and are not touched.
 """
-import os
+import argparse
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 
@@ -17,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1] / "configs"
 # iterations.
 RECIPES: Dict[str, Dict] = {
     "cityscapes": {"name": "Cityscapes", "lr": 0.01, "wd": 5e-4, "crop": 769, "batch": 8, "iters": 40000,
-                   "classes": 19, "train": ("cityscapes_fine_sem_seg_train",), "test": ("cityscapes_fine_sem_seg_val",)},
+                   "classes": 19, "train": ("cityscapes_fine_sem_seg_train_checked",), "test": ("cityscapes_fine_sem_seg_val_checked",)},
     "ade20k": {"name": "ADE20K", "lr": 0.02, "wd": 1e-4, "crop": 520, "batch": 16, "iters": 150000,
-               "classes": 150, "train": ("ade20k_sem_seg_train",), "test": ("ade20k_sem_seg_val",)},
+               "classes": 150, "train": ("ade20k_sem_seg_train_checked",), "test": ("ade20k_sem_seg_val_checked",)},
     "lip": {"name": "LIP", "lr": 0.007, "wd": 5e-4, "crop": 473, "batch": 32, "iters": 100000,
             "classes": 20, "train": ("lip_sem_seg_train",), "test": ("lip_sem_seg_val",)},
     "pascal_context": {"name": "PascalContext", "lr": 0.001, "wd": 1e-4, "crop": 520, "batch": 16, "iters": 30000,
@@ -36,7 +40,7 @@ TEST_EXTRAS = {
     "lip": ("TEST:\n  AUG:\n    ENABLED: True\n    SCALES: (1.0,)\n    FLIP: True\n"
             "    FLIP_CHANNEL_PAIRS: [[14, 15], [16, 17], [18, 19]]  # left/right arm, leg, shoe\n"),
 }
-CITYSCAPES_TRAINVAL = ("cityscapes_fine_sem_seg_train", "cityscapes_fine_sem_seg_val")
+CITYSCAPES_TRAINVAL = ("cityscapes_fine_sem_seg_train_checked", "cityscapes_fine_sem_seg_val_checked")
 MOBILENET_BATCH, MOBILENET_ITERS = 16, 100000
 
 BACKBONES = {
@@ -144,11 +148,23 @@ TABLE_ROWS = {  # which heads each dataset gets on dilated ResNet-101
 }
 COARSE_HEADS = ["ocr", "ppm", "aspp", "self_attention", "double_attention"]  # "w/ coarse" columns
 DOUBLE_ATTENTION_K = [8, 16, 32, 64, 128]  # supplementary Table 2
+# Folders (relative to the output directory) whose top-level *.yaml files are all this script's.
+GENERATED_FOLDERS = [f"{key}/semantic" for key in RECIPES]
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+class _Writer:
+    """Writes files under ``root`` and remembers their paths."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.written: List[Path] = []
+
+    def __call__(self, path: Path, text: str) -> None:
+        path = self.root / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="\n") as f:  # the same bytes on every platform
+            f.write(text)
+        self.written.append(path)
 
 
 def _base_semantic() -> str:
@@ -225,12 +241,16 @@ def _leaf(base: str, comment: str, head_key: str, out: str, model_extra: str = "
     return text + f'OUTPUT_DIR: "{out}"\n'
 
 
-def generate() -> List[Path]:
-    written = []
-    _write(ROOT / "Base-Semantic.yaml", _base_semantic())
-    written.append(ROOT / "Base-Semantic.yaml")
+def generate(output_dir: Optional[Path] = None) -> List[Path]:
+    """Write every config under ``output_dir`` (default: the repository's ``configs/``).
+
+    Returns:
+        the written paths, in writing order.
+    """
+    _write = _Writer(Path(output_dir) if output_dir is not None else ROOT)
+    _write(Path("Base-Semantic.yaml"), _base_semantic())
     for key, r in RECIPES.items():
-        folder = ROOT / key / "semantic"
+        folder = Path(key) / "semantic"
         base_name = f"Base-{r['name']}.yaml"
         _write(folder / base_name, _dataset_base(key, r))
         backbones = ["R101", "HRNetV2W48"] + (["MobileNetV2"] if key == "cityscapes" else [])
@@ -267,9 +287,17 @@ def generate() -> List[Path]:
             for head in ("fine_only", "ocr"):
                 name = f"{head}_MobileNetV2_os8_bs16_crop769_poly_100k"
                 _write(folder / f"{name}.yaml", _leaf("Base-Cityscapes-MobileNetV2.yaml", "Supplementary Table 8: MobileNetV2" + (" + OCR." if head == "ocr" else " baseline."), head, f"output/{key}/{name}"))
-    return written
+    return _write.written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output-dir", type=Path, default=ROOT, help=f"where to write (default: {ROOT})")
+    args = parser.parse_args(argv)
+    written = generate(args.output_dir)
+    print(f"Wrote {len(written)} configs under {args.output_dir}")
+    return 0
 
 
 if __name__ == "__main__":
-    generate()
-    print(f"Wrote configs under {ROOT}")
+    raise SystemExit(main())

@@ -1,24 +1,28 @@
-"""The project's ``DefaultTrainer``: evaluators, data loaders, LR schedule and CPU DDP."""
-import contextlib
+"""The project's ``DefaultTrainer``: evaluators, data loaders, LR schedule, CPU DDP, and the
+hooks of :mod:`panoptic_ocr.engine.hooks` (kept evaluation results, overlays, panoptic summary)."""
 import logging
 import os
+import weakref
 from collections import OrderedDict
 from typing import List, Optional
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import DatasetMapper
-from detectron2.engine import DefaultTrainer
-from detectron2.engine import defaults as d2_defaults
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
     SemSegEvaluator,
+    verify_results,
 )
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..data import SemanticDatasetMapper, ensure_dataset_available
 from ..evaluation import (
@@ -29,31 +33,21 @@ from ..evaluation import (
 )
 from ..modeling.inference import prepare_for_inference, resolve_inference_dtype
 from ..test_time_augmentation import SemanticSegmentorWithTTA
+from .hooks import PanopticSummaryHook, PredictionOverlayHook, RecordingEvalHook, merge_eval_results
 
-__all__ = ["Trainer", "build_evaluator"]
+__all__ = ["Trainer", "build_evaluator", "wrap_for_distributed"]
 
 logger = logging.getLogger(__name__)
 
 
-def _create_ddp_model_any_device(model, *, fp16_compression=False, **kwargs):
-    """Detectron2's ``create_ddp_model``, but CPU models get ``device_ids=None`` (gloo DDP)."""
+def wrap_for_distributed(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in ``DistributedDataParallel`` when there are several processes (as
+    ``DefaultTrainer`` does, buffers not broadcast), else ``model`` itself. Detectron2's
+    ``create_ddp_model`` defaults to the local rank as CUDA device; a CPU model gets
+    ``device_ids=None`` instead, which gloo DDP needs."""
     if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
-        kwargs.setdefault("device_ids", None)
-    return _D2_CREATE_DDP_MODEL(model, fp16_compression=fp16_compression, **kwargs)
-
-
-_D2_CREATE_DDP_MODEL = d2_defaults.create_ddp_model
-
-
-@contextlib.contextmanager
-def _cpu_capable_ddp():
-    # DefaultTrainer.__init__ calls the module-level create_ddp_model, which always passes the
-    # local rank as a CUDA device id; swap it for the duration of the constructor only.
-    d2_defaults.create_ddp_model = _create_ddp_model_any_device
-    try:
-        yield
-    finally:
-        d2_defaults.create_ddp_model = _D2_CREATE_DDP_MODEL
+        return create_ddp_model(model, broadcast_buffers=False, device_ids=None)
+    return create_ddp_model(model, broadcast_buffers=False)
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
@@ -98,11 +92,76 @@ def _build_mapper(cfg, is_train: bool):
 
 
 class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` with the project's mappers, evaluators, poly LR and CPU DDP."""
+    """``DefaultTrainer`` with the project's mappers, evaluators, poly LR and CPU DDP.
+
+    Besides Detectron2's default hooks it registers, in this order after the periodic evaluation:
+    a test-time-augmentation evaluation after training (``TEST.AUG.ENABLED``), then, after a
+    finished training, the prediction overlays (``VIS.NUM_IMAGES``) and the panoptic summary table.
+    :attr:`last_eval_results` holds the latest results of both evaluations.
+    """
 
     def __init__(self, cfg):
-        with _cpu_capable_ddp():
-            super().__init__(cfg)
+        """Build what ``DefaultTrainer.__init__`` builds (model, optimizer, train loader, the
+        SGD/AMP loop, LR scheduler, checkpointer, hooks), the model wrapped by
+        :func:`wrap_for_distributed` so that several CPU processes work too."""
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()  # as DefaultTrainer: Detectron2's logger when nobody set one up
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+
+        # Built in DefaultTrainer's order: the optimizer needs the unwrapped model.
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = wrap_for_distributed(model)
+        loop = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        # DefaultTrainer's model/optimizer/data_loader properties and run_step read _trainer.
+        self._trainer = loop(model, data_loader, optimizer)
+
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self._eval_hooks: List[RecordingEvalHook] = []
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """Detectron2's default hooks, its ``EvalHook`` replaced by a :class:`RecordingEvalHook`
+        (same period), followed by the TTA evaluation (``TEST.AUG.ENABLED``), the
+        :class:`PredictionOverlayHook` and the :class:`PanopticSummaryHook`."""
+        cfg = self.cfg
+        evaluation = RecordingEvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model))
+        self._eval_hooks = [evaluation]
+        if cfg.TEST.AUG.ENABLED:
+            self._eval_hooks.append(RecordingEvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model)))
+        ret = []
+        for hook in super().build_hooks():
+            ret.extend(self._eval_hooks if isinstance(hook, d2_hooks.EvalHook) else [hook])
+        ret.append(PredictionOverlayHook(cfg, type(self).build_test_loader))
+        ret.append(PanopticSummaryHook(cfg, self._eval_hooks))
+        return ret
+
+    @property
+    def last_eval_results(self) -> Optional[OrderedDict]:
+        """The latest results of the evaluation hooks (plain and ``*_TTA`` entries together), as
+        ``Trainer.test`` returns them; ``None`` before the first evaluation."""
+        return merge_eval_results(self._eval_hooks)
+
+    def train(self) -> Optional[OrderedDict]:
+        """Train from ``start_iter`` to ``max_iter``; returns :attr:`last_eval_results`, first
+        checked against ``TEST.EXPECTED_RESULTS`` (main process) when that is set.
+
+        Raises:
+            RuntimeError: ``TEST.EXPECTED_RESULTS`` is set but no evaluation ran.
+        """
+        TrainerBase.train(self, self.start_iter, self.max_iter)
+        results = self.last_eval_results
+        if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+            if results is None:
+                raise RuntimeError("TEST.EXPECTED_RESULTS is set but training ran no evaluation")
+            verify_results(self.cfg, results)
+        return results
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

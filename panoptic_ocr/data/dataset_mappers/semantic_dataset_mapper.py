@@ -1,7 +1,7 @@
 """Dataset mapper for semantic segmentation: reads, validates and augments image + label."""
 import copy
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -12,9 +12,14 @@ from detectron2.data import transforms as T
 
 from ..augmentations import build_semantic_train_augmentations
 
-__all__ = ["SemanticDatasetMapper", "read_semantic_label"]
+__all__ = ["SemanticDatasetMapper", "check_label_values", "read_semantic_label"]
 
 logger = logging.getLogger(__name__)
+
+# (file, num_classes, ignore_label) of the label files whose values passed check_label_values in
+# this process: a file is read at every epoch but checked once (a file rewritten during a run is
+# not checked again). Data-loader workers each keep their own copy.
+_CHECKED_LABELS: Set[Tuple[str, int, int]] = set()
 
 
 def read_image_checked(file_name: str, image_format: str) -> np.ndarray:
@@ -26,7 +31,9 @@ def read_image_checked(file_name: str, image_format: str) -> np.ndarray:
 
 
 def read_semantic_label(file_name: str, num_classes: Optional[int], ignore_label: int) -> np.ndarray:
-    """Read a single-channel label PNG as ``[H, W]`` (its own integer dtype) and check its values.
+    """Read a single-channel label PNG as ``[H, W]`` (its own integer dtype) and check its values
+    with :func:`check_label_values`, once per file and ``(num_classes, ignore_label)`` in a
+    process: later reads of a file that passed skip the check.
 
     Raises:
         OSError: the file cannot be read, or is not single-channel.
@@ -39,14 +46,34 @@ def read_semantic_label(file_name: str, num_classes: Optional[int], ignore_label
     if label.ndim != 2:
         raise OSError(f"Label file '{file_name}' must be single-channel, got shape {label.shape}")
     if num_classes is not None:
-        values = np.unique(label)
-        bad = values[(values >= num_classes) & (values != ignore_label)]
-        if bad.size:
-            raise ValueError(
-                f"Label file '{file_name}' holds values {bad.tolist()[:10]} that are neither a class "
-                f"in [0, {num_classes}) nor the ignore label {ignore_label}"
-            )
+        key = (file_name, num_classes, ignore_label)
+        if key not in _CHECKED_LABELS:
+            check_label_values(label, file_name, num_classes, ignore_label)
+            _CHECKED_LABELS.add(key)
     return label
+
+
+def check_label_values(label: np.ndarray, file_name: str, num_classes: int, ignore_label: int) -> None:
+    """Check that every value of ``label`` is a class id in ``[0, num_classes)`` or ``ignore_label``.
+
+    No sort of the whole array: its min/max decide when every value is a class id; otherwise only
+    the pixels outside ``[0, num_classes)`` are compared with ``ignore_label``.
+
+    Raises:
+        ValueError: naming ``file_name`` and (up to 10 of) the offending values.
+    """
+    if label.size == 0:
+        return
+    if label.max() < num_classes and (label.dtype.kind == "u" or label.min() >= 0):
+        return
+    outside = label[(label < 0) | (label >= num_classes)] if label.dtype.kind != "u" else label[label >= num_classes]
+    bad = outside[outside != ignore_label]
+    if bad.size:
+        values = np.unique(bad).tolist()  # only the offending pixels, for the message
+        raise ValueError(
+            f"Label file '{file_name}' holds values {values[:10]} that are neither a class "
+            f"in [0, {num_classes}) nor the ignore label {ignore_label}"
+        )
 
 
 class SemanticDatasetMapper:

@@ -2,9 +2,10 @@
 
 Names:
 
-* ``ade20k_sem_seg_{train,val}``: Detectron2's builtin registrations (``load_sem_seg`` on
-  ``ADEChallengeData2016/{images,annotations_detectron2}/{training,validation}``); this module
-  adds ``stuff_colors`` and ``prepare_command``.
+* ``ade20k_sem_seg_{train,val}_checked``: the data of Detectron2's ``ade20k_sem_seg_{train,val}``
+  (left untouched): ``load_sem_seg`` on
+  ``ADEChallengeData2016/{images,annotations_detectron2}/{training,validation}``, with
+  ``stuff_colors`` and ``prepare_command`` in the metadata.
 * ``ade20k_sem_seg_test``: the 3352 images of ``release_test.zip`` (no public labels), unzipped
   into ``ADEChallengeData2016/release_test/testing``; evaluated by writing the challenge's PNGs
   (ids 1..150, see :mod:`panoptic_ocr.evaluation.submission`).
@@ -18,6 +19,7 @@ import os
 from typing import Dict, List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 
 from .sem_seg_loaders import load_images_without_labels
@@ -77,19 +79,21 @@ def load_ade20k_test_images(image_dir: str) -> List[Dict]:
     return load_images_without_labels(image_dir, suffixes=(".jpg",))
 
 
-def _add_builtin_metadata() -> None:
-    meta = _get_ade20k_meta()
-    for split in ("train", "val"):
-        name = f"ade20k_sem_seg_{split}"
-        if name in DatasetCatalog.list():
-            MetadataCatalog.get(name).set(
-                stuff_colors=meta["stuff_colors"], prepare_command=PREPARE_COMMAND
-            )
-
-
 def register_ade20k(root: str, prefix: str = "ade20k") -> None:
-    """Register ``{prefix}_sem_seg_test`` on
-    ``<root>/ADEChallengeData2016/release_test/testing/*.jpg``."""
+    """Register ``{prefix}_sem_seg_{train,val}_checked`` on
+    ``<root>/ADEChallengeData2016/{images,annotations_detectron2}/{training,validation}`` and
+    ``{prefix}_sem_seg_test`` on ``<root>/ADEChallengeData2016/release_test/testing/*.jpg``."""
+    for split, folder in (("train", "training"), ("val", "validation")):
+        image_dir = os.path.join(root, "ADEChallengeData2016", "images", folder)
+        gt_dir = os.path.join(root, "ADEChallengeData2016", "annotations_detectron2", folder)
+        name = f"{prefix}_sem_seg_{split}_checked"
+        DatasetCatalog.register(
+            name,
+            functools.partial(load_sem_seg, gt_dir, image_dir, gt_ext="png", image_ext="jpg"),
+        )
+        MetadataCatalog.get(name).set(
+            image_root=image_dir, sem_seg_root=gt_dir, evaluator_type="sem_seg", **_get_ade20k_meta()
+        )
     image_dir = os.path.join(root, "ADEChallengeData2016", "release_test", "testing")
     name = f"{prefix}_sem_seg_test"
     DatasetCatalog.register(name, functools.partial(load_ade20k_test_images, image_dir))
@@ -103,5 +107,5 @@ def register_ade20k(root: str, prefix: str = "ade20k") -> None:
 
 
 def register_all_ade20k(root: str) -> None:
-    _add_builtin_metadata()
+    """Register every ADE20K dataset of the project (:func:`register_ade20k`)."""
     register_ade20k(root)

@@ -2,12 +2,14 @@
 
 Names:
 
-* ``cityscapes_fine_sem_seg_{train,val,test}``: Detectron2's builtin registrations
-  (``load_cityscapes_semantic``, evaluator_type "cityscapes_sem_seg"); this module adds
-  ``image_root``, ``sem_seg_root``, ``stuff_colors`` and ``prepare_command`` to their metadata.
-  They read ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png`` and ``*_gtFine_polygons.json``
-  (for the image size). The release's gtFine *test* labels are placeholders: scores on
-  ``cityscapes_fine_sem_seg_test`` mean nothing.
+* ``cityscapes_fine_sem_seg_{train,val,test}_checked``: the data of Detectron2's
+  ``cityscapes_fine_sem_seg_{train,val,test}`` (left untouched), read by Detectron2's
+  ``load_cityscapes_semantic`` (evaluator_type "cityscapes_sem_seg"), with ``image_root``,
+  ``sem_seg_root``, ``stuff_colors`` and ``prepare_command`` in the metadata and a missing-label
+  error that names this project's command. They read
+  ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png`` and ``*_gtFine_polygons.json`` (for the
+  image size). The release's gtFine *test* labels are placeholders: scores on
+  ``cityscapes_fine_sem_seg_test_checked`` mean nothing.
 * ``cityscapes_coarse_sem_seg_{train,train_extra}``: the coarse labels
   (``gtCoarse/<split>/<city>/*_gtCoarse_labelTrainIds.png``) of the paper's "w/ coarse" rows.
 * ``cityscapes_fine_sem_seg_test_submission``: the 1525 test images without labels; evaluated by
@@ -23,6 +25,8 @@ import os
 from typing import Dict, List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+from detectron2.data.datasets.cityscapes import load_cityscapes_semantic
 from detectron2.utils.file_io import PathManager
 
 from .sem_seg_loaders import load_images_without_labels
@@ -32,6 +36,7 @@ __all__ = [
     "CITYSCAPES_LABEL_ID_TO_TRAIN_ID",
     "CITYSCAPES_TRAIN_ID_TO_LABEL_ID",
     "load_cityscapes_coarse_semantic",
+    "load_cityscapes_fine_semantic",
     "load_cityscapes_test_images",
     "register_cityscapes",
     "register_all_cityscapes",
@@ -155,36 +160,40 @@ def _with_prepare_hint(load, *args):
         ) from e
 
 
-def _add_builtin_metadata() -> None:
-    """Complete the metadata of Detectron2's ``cityscapes_fine_sem_seg_*`` and make their
-    missing-label error name this project's command."""
-    meta = _get_cityscapes_meta()
-    for split in _FINE_SPLITS:
-        name = f"cityscapes_fine_sem_seg_{split}"
-        if name not in DatasetCatalog.list():
-            continue  # a detectron2 build without the builtin registrations
-        m = MetadataCatalog.get(name)
-        # Detectron2 resolved $DETECTRON2_DATASETS when it registered these: reuse its folders.
-        m.set(
-            image_root=os.path.normpath(m.image_dir),
-            sem_seg_root=os.path.normpath(m.gt_dir),
-            stuff_colors=meta["stuff_colors"],
-            prepare_command=PREPARE_COMMAND,
-        )
-        load = DatasetCatalog[name]
-        if not isinstance(load, functools.partial) or load.func is not _with_prepare_hint:
-            DatasetCatalog.remove(name)
-            DatasetCatalog.register(name, functools.partial(_with_prepare_hint, load))
+def load_cityscapes_fine_semantic(image_dir: str, gt_dir: str) -> List[Dict]:
+    """Detectron2's ``load_cityscapes_semantic`` records (``*_gtFine_labelTrainIds.png``).
+
+    Raises:
+        FileNotFoundError: the labelTrainIds files are missing (names the command creating them).
+    """
+    return _with_prepare_hint(load_cityscapes_semantic, image_dir, gt_dir)
 
 
 def register_cityscapes(root: str, prefix: str = "cityscapes") -> None:
-    """Register the coarse splits and the label-free test split under ``<root>/cityscapes``.
+    """Register the fine, coarse and label-free test splits under ``<root>/cityscapes``.
 
-    Names: ``{prefix}_coarse_sem_seg_{train,train_extra}`` and
-    ``{prefix}_fine_sem_seg_test_submission``.
+    Names: ``{prefix}_fine_sem_seg_{train,val,test}_checked``,
+    ``{prefix}_coarse_sem_seg_{train,train_extra}`` and ``{prefix}_fine_sem_seg_test_submission``.
     """
     base = os.path.join(root, "cityscapes")
     meta = _get_cityscapes_meta()
+    for split in _FINE_SPLITS:
+        # Detectron2's folders and metadata layout (image_dir/gt_dir, read by its evaluators).
+        image_dir = os.path.join(base, "leftImg8bit", split)
+        gt_dir = os.path.join(base, "gtFine", split)
+        name = f"{prefix}_fine_sem_seg_{split}_checked"
+        DatasetCatalog.register(
+            name, functools.partial(load_cityscapes_fine_semantic, image_dir, gt_dir)
+        )
+        MetadataCatalog.get(name).set(
+            image_dir=image_dir,
+            gt_dir=gt_dir,
+            image_root=image_dir,
+            sem_seg_root=gt_dir,
+            evaluator_type="cityscapes_sem_seg",
+            thing_classes=_get_builtin_metadata("cityscapes")["thing_classes"],
+            **meta,
+        )
     for split in _COARSE_SPLITS:
         image_dir = os.path.join(base, "leftImg8bit", split)
         gt_dir = os.path.join(base, "gtCoarse", split)
@@ -209,5 +218,5 @@ def register_cityscapes(root: str, prefix: str = "cityscapes") -> None:
 
 
 def register_all_cityscapes(root: str) -> None:
-    _add_builtin_metadata()
+    """Register every Cityscapes dataset of the project (:func:`register_cityscapes`)."""
     register_cityscapes(root)

@@ -1,11 +1,12 @@
-"""COCO panoptic, "separated" (Panoptic-FPN): Detectron2's registrations with input validation.
+"""COCO panoptic, "separated" (Panoptic-FPN), with input validation, under the project's names.
 
-Names: ``coco_2017_{train,val,val_100}_panoptic_separated`` (Detectron2's). Their records are
-Detectron2's: instances from ``coco/annotations/instances_*2017.json`` merged with the stuff-only
+Names: ``coco_2017_{train,val,val_100}_panoptic_separated_checked``, beside Detectron2's
+``coco_2017_*_panoptic_separated`` (left untouched). Their records are those of Detectron2's
+datasets: instances from ``coco/annotations/instances_*2017.json`` merged with the stuff-only
 labels of ``coco/panoptic_stuff_*2017`` (things 0, stuff 1..53, void 255; written by
-``datasets/prepare_coco_panoptic_fpn.py``). This module swaps in a loader that first checks the
-panoptic JSON (every listed image exists, every segment's category is known) and adds
-``prepare_command`` to the metadata. Detectron2's metadata values are kept unchanged.
+``datasets/prepare_coco_panoptic_fpn.py``), read by a loader that first checks the panoptic JSON
+(every listed image exists, every segment's category is known). The metadata is Detectron2's
+(same class tables, same files under ``$DETECTRON2_DATASETS``) plus ``prepare_command``.
 """
 
 import json
@@ -42,9 +43,12 @@ PREPARE_COMMAND = "python datasets/prepare_coco_panoptic_fpn.py"
 IGNORE_LABEL = 255
 VOID_ID = 0  # panoptic PNG id of unlabelled pixels
 
-# Detectron2's names -> their files, relative to $DETECTRON2_DATASETS (as in Detectron2's builtin.py).
+CHECKED_SUFFIX = "_checked"
+
+# The project's names -> their files, relative to $DETECTRON2_DATASETS (the files of Detectron2's
+# coco_2017_<split>_panoptic_separated, as in its builtin.py).
 COCO_PANOPTIC_SEPARATED_SPLITS: Dict[str, Dict[str, str]] = {
-    f"coco_2017_{split}_panoptic_separated": {
+    f"coco_2017_{split}_panoptic_separated{CHECKED_SUFFIX}": {
         "image_root": f"coco/{images}",
         "panoptic_root": f"coco/panoptic_{folder}",
         "panoptic_json": f"coco/annotations/panoptic_{folder}.json",
@@ -270,24 +274,17 @@ def register_coco_panoptic_separated(
 
 
 def register_all_coco_panoptic(root: str) -> None:
-    """Give Detectron2's ``coco_2017_{train,val,val_100}_panoptic_separated`` the validating loader.
-
-    Paths already in their metadata (Detectron2's, from the same ``$DETECTRON2_DATASETS``) are
-    kept; ``root`` supplies those that are absent. Existing metadata values are never changed.
-    """
+    """Register ``coco_2017_{train,val,val_100}_panoptic_separated_checked`` on the files under
+    ``root`` (``$DETECTRON2_DATASETS``). Names already registered are left as they are; no
+    Detectron2 registration is read or changed."""
+    registered = set(DatasetCatalog.list())
     for name, relative_paths in COCO_PANOPTIC_SEPARATED_SPLITS.items():
-        existing: Dict = {}
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            existing = MetadataCatalog.get(name).as_dict()
-        paths = {
-            key: existing.get(key, os.path.join(root, rel)) for key, rel in relative_paths.items()
-        }
-        class_meta = get_coco_panoptic_separated_meta()
-        class_meta.update({k: existing[k] for k in class_meta if k in existing})
+        if name in registered:
+            continue
+        paths = {key: os.path.join(root, rel) for key, rel in relative_paths.items()}
         register_coco_panoptic_separated(
             name,
-            class_meta,
+            get_coco_panoptic_separated_meta(),
             paths["image_root"],
             paths["panoptic_root"],
             paths["panoptic_json"],
