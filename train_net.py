@@ -21,12 +21,9 @@ from panoptic_ocr.engine import PanopticSummaryHook, PredictionOverlayHook, Trai
 
 def setup(args):
     """Config from file and command line, adapted to this machine, frozen; loggers set up."""
-    cfg = get_cfg()
-    add_ocr_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    adapt_config_to_device(cfg)
-    cfg.freeze()
+    from panoptic_ocr import setup_cfg
+
+    cfg = setup_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="panoptic_ocr")
     return cfg

@@ -67,7 +67,7 @@ class _LabelOracle(torch.nn.Module):
 
 
 def test_evaluation_reports_miou_through_the_test_loader(tmp_path):
-    from tools.majority_baseline import majority_baseline
+    from panoptic_ocr.benchmarks.majority_baseline import majority_baseline
 
     cfg = small_cfg(tmp_path)
     perfect = Trainer.test(cfg, _LabelOracle(7))["sem_seg"]
