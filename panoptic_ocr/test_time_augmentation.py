@@ -54,16 +54,37 @@ class SemanticSegmentorWithTTA(nn.Module):
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
+        self.flip_channel_pairs = [tuple(p) for p in flip_channel_pairs]
         self.register_buffer("flip_permutation", flip_channel_permutation(num_classes, flip_channel_pairs), persistent=False)
 
     @classmethod
     def from_config(cls, cfg, model: nn.Module) -> "SemanticSegmentorWithTTA":
+        """``TEST.AUG`` around a semantic segmentor.
+
+        Raises:
+            ValueError: ``model`` is not a semantic segmentor (e.g. Panoptic-FPN).
+        """
+        from detectron2.modeling import SemanticSegmentor
+
+        inner = model.module if isinstance(model, DistributedDataParallel) else model
+        if not isinstance(inner, SemanticSegmentor):
+            raise ValueError(
+                f"TEST.AUG.ENABLED: test-time augmentation averages semantic logits; {type(inner).__name__} "
+                "is not a semantic segmentor (set TEST.AUG.ENABLED False)"
+            )
         return cls(
             model,
             scales=cfg.TEST.AUG.SCALES,
             flip=cfg.TEST.AUG.FLIP,
             num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             flip_channel_pairs=cfg.TEST.AUG.FLIP_CHANNEL_PAIRS,
+        )
+
+    def with_model(self, model: nn.Module) -> "SemanticSegmentorWithTTA":
+        """The same augmentation around another model (e.g. its inference copy)."""
+        return type(self)(
+            model, scales=self.scales, flip=self.flip, num_classes=self.flip_permutation.numel(),
+            flip_channel_pairs=self.flip_channel_pairs,
         )
 
     def _augmented_inputs(self, inp: Dict) -> List[Tuple[Dict, bool]]:

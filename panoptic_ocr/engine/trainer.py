@@ -31,7 +31,7 @@ from ..evaluation import (
     build_submission_writer,
     cityscapesscripts_available,
 )
-from ..modeling.inference import prepare_for_inference, resolve_inference_dtype
+from ..modeling.inference import build_inference_model
 from ..test_time_augmentation import SemanticSegmentorWithTTA
 from .hooks import PanopticSummaryHook, PredictionOverlayHook, RecordingEvalHook, merge_eval_results
 
@@ -180,25 +180,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """``DefaultTrainer.test`` on an inference copy of ``model`` (BN folded, channels-last
-        and/or reduced-precision conv weights) when ``TEST.FOLD_BATCHNORM``,
-        ``MODEL.INFERENCE_CHANNELS_LAST`` or ``MODEL.INFERENCE_DTYPE`` asks for one; ``model``
-        itself is not modified, so training continues unaffected."""
-        weight_dtype = None
-        # Reduced-precision weights need the autocast that OCRSemanticSegmentor runs at inference.
-        if hasattr(getattr(model, "module", model), "inference_dtype"):
-            weight_dtype = resolve_inference_dtype(cfg.MODEL.INFERENCE_DTYPE, torch.device(cfg.MODEL.DEVICE).type)
-        inference_model = prepare_for_inference(
-            model,
-            fold_bn=cfg.TEST.FOLD_BATCHNORM,
-            channels_last=cfg.MODEL.INFERENCE_CHANNELS_LAST,
-            weight_dtype=weight_dtype,
-        )
-        if inference_model is not model and hasattr(inference_model, "inference_dtype"):
-            # The copy's weights follow cfg: make its forward follow cfg too.
-            inference_model.inference_dtype = cfg.MODEL.INFERENCE_DTYPE
-            inference_model.inference_channels_last = cfg.MODEL.INFERENCE_CHANNELS_LAST
-        return super().test(cfg, inference_model, evaluators)
+        """``DefaultTrainer.test`` on :func:`~panoptic_ocr.modeling.inference.build_inference_model`
+        of ``model`` (BN folded, channels-last and/or reduced precision as the config asks;
+        ``model`` itself is not modified, so training continues unaffected)."""
+        return super().test(cfg, build_inference_model(cfg, model), evaluators)
 
     @classmethod
     def test_with_TTA(cls, cfg, model):

@@ -1,5 +1,10 @@
-"""Inference-time execution options: reduced precision (autocast) and an inference copy of a
-model with BatchNorm folded and/or channels-last weights.
+"""Inference-time execution options and the one inference builder.
+
+:func:`build_inference_model` is what every evaluation, benchmark, demo and export uses: for each
+model kind the project builds (``OCRSemanticSegmentor``, Detectron2's ``PanopticFPN``, the
+``SemanticSegmentorWithTTA`` wrapper) it honours ``MODEL.INFERENCE_DTYPE``,
+``MODEL.INFERENCE_CHANNELS_LAST``, ``TEST.FOLD_BATCHNORM`` and ``TEST.SLIDING_WINDOW``, or
+rejects them with an error naming the key and the model.
 
 Measured on this project's AMX/AVX512-BF16 CPU (``tools/benchmark_precision.py``, table in
 docs/ocr_variants.md): bfloat16 autocast alone speeds the paper-size OCR module up about 2.4x;
@@ -11,15 +16,24 @@ import contextlib
 import copy
 import functools
 import logging
-from typing import ContextManager, Optional
+from typing import Any, ContextManager, Optional
 
 import torch
+from detectron2.config import CfgNode
+from detectron2.structures import Boxes, Instances
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .fuse import fold_batchnorm
 
-__all__ = ["INFERENCE_DTYPES", "resolve_inference_dtype", "inference_autocast", "prepare_for_inference"]
+__all__ = [
+    "INFERENCE_DTYPES",
+    "resolve_inference_dtype",
+    "inference_autocast",
+    "prepare_for_inference",
+    "AutocastInference",
+    "build_inference_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -108,3 +122,104 @@ def prepare_for_inference(
                     if param is not None:
                         param.data = param.data.to(weight_dtype)
     return inference_model
+
+
+def _to_float32(value: Any) -> Any:
+    """``value`` with every reduced-precision floating tensor (also inside dicts, lists, tuples,
+    ``Instances`` and ``Boxes``) cast to float32."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+    if isinstance(value, Boxes):
+        return Boxes(_to_float32(value.tensor))
+    if isinstance(value, Instances):
+        out = Instances(value.image_size)
+        for name, field in value.get_fields().items():
+            out.set(name, _to_float32(field))
+        return out
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float32(v) for v in value)
+    return value
+
+
+class AutocastInference(nn.Module):
+    """Runs a model whose forward has no reduced-precision path of its own (Panoptic-FPN) under
+    ``torch.autocast(dtype)`` and returns its outputs in float32 (same structure: dicts,
+    ``Instances``, ...)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def forward(self, batched_inputs):
+        with inference_autocast(self.dtype, self.model.device.type):
+            outputs = self.model(batched_inputs)
+        return _to_float32(outputs)
+
+
+def build_inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
+    """The model to evaluate/run ``model`` with, following the config's inference keys.
+
+    ``model`` is an :class:`OCRSemanticSegmentor`, a ``PanopticFPN``, or a
+    :class:`~panoptic_ocr.test_time_augmentation.SemanticSegmentorWithTTA` around the former
+    (each possibly wrapped in DDP). With no inference option set, ``model`` itself is returned;
+    otherwise an eval-mode copy (:func:`prepare_for_inference`; ``model`` is not modified):
+
+    - ``MODEL.INFERENCE_DTYPE`` (autocast, conv weights stored in that dtype): semantic
+      segmentors run their backbone and head under autocast; other models are wrapped in
+      :class:`AutocastInference`; under TTA the wrapped segmentor gets both.
+    - ``MODEL.INFERENCE_CHANNELS_LAST`` (weights; semantic segmentors also feed channels-last
+      input batches), ``TEST.FOLD_BATCHNORM``: any model.
+    - ``TEST.SLIDING_WINDOW.ENABLED``: only ``OCRSemanticSegmentor`` (which reads it at build
+      time); any other model is an error naming the key.
+
+    Raises:
+        ValueError: an inference key the model cannot honour (names the key and the model).
+    """
+    from ..test_time_augmentation import SemanticSegmentorWithTTA
+    from .meta_arch import OCRSemanticSegmentor
+
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
+    tta = model if isinstance(model, SemanticSegmentorWithTTA) else None
+    inner = tta.model if tta is not None else model
+    semantic = isinstance(inner, OCRSemanticSegmentor)
+    kind = type(inner).__name__
+    if cfg.TEST.SLIDING_WINDOW.ENABLED and not semantic:
+        raise ValueError(
+            f"TEST.SLIDING_WINDOW.ENABLED is True, but {kind} has no sliding-window inference "
+            "(only OCRSemanticSegmentor has): set it False for this model"
+        )
+    if semantic and (inner.sliding_window is not None) != bool(cfg.TEST.SLIDING_WINDOW.ENABLED):
+        raise ValueError(
+            f"TEST.SLIDING_WINDOW.ENABLED is {cfg.TEST.SLIDING_WINDOW.ENABLED} but the {kind} was built "
+            f"{'with' if inner.sliding_window is not None else 'without'} a sliding window: build it from this config"
+        )
+    device_type = inner.device.type if hasattr(inner, "device") else next(inner.parameters()).device.type
+    dtype = resolve_inference_dtype(cfg.MODEL.INFERENCE_DTYPE, device_type)
+    channels_last = cfg.MODEL.INFERENCE_CHANNELS_LAST
+    prepared = prepare_for_inference(
+        inner, fold_bn=cfg.TEST.FOLD_BATCHNORM, channels_last=channels_last, weight_dtype=dtype
+    )
+    if semantic:
+        # The forward of the (copied) segmentor follows cfg, whatever it was built with.
+        if prepared is not inner:
+            prepared.inference_dtype = cfg.MODEL.INFERENCE_DTYPE
+            prepared.inference_channels_last = channels_last
+        elif inner.inference_dtype != cfg.MODEL.INFERENCE_DTYPE or inner.inference_channels_last != channels_last:
+            raise ValueError(
+                f"MODEL.INFERENCE_DTYPE/MODEL.INFERENCE_CHANNELS_LAST are {cfg.MODEL.INFERENCE_DTYPE!r}/"
+                f"{channels_last} but the {kind} was built with {inner.inference_dtype!r}/"
+                f"{inner.inference_channels_last}: build it from this config"
+            )
+    elif dtype is not None:
+        prepared = AutocastInference(prepared, dtype)
+    if tta is None:
+        return prepared
+    return tta if prepared is inner else tta.with_model(prepared)

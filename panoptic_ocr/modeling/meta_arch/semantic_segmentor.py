@@ -77,18 +77,24 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         ret["sliding_window"] = (sw.SIZE, sw.STRIDE, sw.BATCH_SIZE) if sw.ENABLED else None
         return ret
 
-    def _pad(self, tensors: List[torch.Tensor], pad_value: float = 0.0) -> ImageList:
+    def pad(self, tensors: List[torch.Tensor], pad_value: float = 0.0) -> ImageList:
+        """Batch ``[C, H_i, W_i]`` (or ``[H_i, W_i]``) tensors, padded with ``pad_value`` to a
+        common size that is a multiple of ``size_divisibility``."""
         return ImageList.from_tensors(
             tensors, self.size_divisibility, pad_value, padding_constraints=self.backbone.padding_constraints
         )
 
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalised (``(image - PIXEL_MEAN) / PIXEL_STD``) and padded batch of the inputs'
+        ``image`` ``[3, H, W]``: an ``ImageList`` of ``[N, 3, H', W']``."""
+        return self.pad([(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs])
+
     def forward(self, batched_inputs: List[Dict]):
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        images = self._pad(images)
+        images = self.preprocess_image(batched_inputs)
         targets = None
         if all("sem_seg" in x for x in batched_inputs):
             targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
-            targets = self._pad(targets, self.sem_seg_head.ignore_value).tensor
+            targets = self.pad(targets, self.sem_seg_head.ignore_value).tensor
         elif not self.training and getattr(self.sem_seg_head, "uses_targets_at_inference", False):
             raise ValueError(
                 f"{type(self.sem_seg_head).__name__} uses the ground truth at inference: every input "
@@ -144,10 +150,10 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         total, count = None, torch.zeros((1, ph, pw), device=image.device)
         for start in range(0, len(corners), batch_size):
             chunk = corners[start : start + batch_size]
-            crops = self._pad([image[:, y : y + wh, x : x + ww] for y, x in chunk]).tensor
+            crops = self.pad([image[:, y : y + wh, x : x + ww] for y, x in chunk]).tensor
             crop_targets = None
             if target is not None:
-                crop_targets = self._pad(
+                crop_targets = self.pad(
                     [target[y : y + wh, x : x + ww] for y, x in chunk], self.sem_seg_head.ignore_value
                 ).tensor
             logits = self._segment(crops, crop_targets)[:, :, :wh, :ww]
