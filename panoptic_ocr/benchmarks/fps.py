@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from ..config import setup_cfg
 from ..engine.device import _norm_keys
 from ..modeling import inference as inference_lib
-from ..modeling.inference import inference_autocast, prepare_for_inference
+from ..modeling.inference import build_inference_model, inference_autocast
 from .timing import count_model_macs, peak_memory_bytes, time_interleaved
 
 __all__ = [
@@ -85,36 +85,10 @@ def set_inference_options(cfg: CfgNode, dtype: str, fast_path: str = "auto") -> 
 
 
 def inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
-    """The model ``Trainer.test`` would evaluate with ``cfg``'s inference keys
-    (``MODEL.INFERENCE_DTYPE``, ``MODEL.INFERENCE_CHANNELS_LAST``, ``TEST.FOLD_BATCHNORM``), in
-    eval mode: a copy when any of them changes weights, ``model`` itself otherwise. With a
-    reduced dtype the conv weights are stored in it.
-
-    Every benchmark sets inference up through this one function.
-
-    Raises:
-        ValueError: a reduced ``MODEL.INFERENCE_DTYPE`` for a model without ``inference_dtype``
-            (not an ``OCRSemanticSegmentor``).
-    """
-    device_type = torch.device(cfg.MODEL.DEVICE).type
-    weight_dtype = None
-    if hasattr(model, "inference_dtype"):
-        weight_dtype = inference_lib.resolve_inference_dtype(cfg.MODEL.INFERENCE_DTYPE, device_type)
-    prepared = prepare_for_inference(
-        model,
-        fold_bn=cfg.TEST.FOLD_BATCHNORM,
-        channels_last=cfg.MODEL.INFERENCE_CHANNELS_LAST,
-        weight_dtype=weight_dtype,
-    )
-    if hasattr(prepared, "inference_dtype"):
-        prepared.inference_dtype = cfg.MODEL.INFERENCE_DTYPE
-        prepared.inference_channels_last = cfg.MODEL.INFERENCE_CHANNELS_LAST
-    elif cfg.MODEL.INFERENCE_DTYPE != "float32":
-        raise ValueError(
-            f"{type(model).__name__} has no inference dtype (MODEL.INFERENCE_DTYPE "
-            f"{cfg.MODEL.INFERENCE_DTYPE!r}): use MODEL.META_ARCHITECTURE OCRSemanticSegmentor"
-        )
-    return prepared.eval()
+    """The model ``Trainer.test`` would evaluate with ``cfg``'s inference keys, in eval mode:
+    :func:`~panoptic_ocr.modeling.inference.build_inference_model`. Every benchmark sets
+    inference up through this one function."""
+    return build_inference_model(cfg, model).eval()
 
 
 def count_macs(model: nn.Module, inputs: List[Dict]) -> Dict[str, float]:

@@ -13,12 +13,10 @@ from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tup
 
 import torch
 from detectron2.config import get_cfg
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import build_sem_seg_head
 from torch import Tensor, nn
 
 from ..config import add_ocr_config
-from ..modeling import OCRContext
+from ..modeling.contexts import FEATURES, REGIONS, build_context
 from ..modeling.inference import prepare_for_inference
 from .timing import count_macs, median_latency_ms, peak_memory_bytes
 
@@ -65,7 +63,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def build_paper_context(name: str, in_channels: int, variant: str, ocr_proj_layers: int) -> nn.Module:
-    """The paper-size context module of head ``name`` (a key of :data:`HEAD_NAMES`).
+    """The paper-size context module registered as ``name`` (one of Table 4's rows, the keys of
+    :data:`PAPER_TABLE4`), built by the context registry from the project's defaults.
 
     Args:
         name: e.g. ``"ocr"``, ``"ppm"``.
@@ -73,32 +72,28 @@ def build_paper_context(name: str, in_channels: int, variant: str, ocr_proj_laye
         variant: DANet/CC-attention definition, ``"original"`` or ``"compact"``.
         ocr_proj_layers: 1x1 conv blocks in OCR's phi/psi (``MODEL.OCR.PROJ_LAYERS``).
     Raises:
-        KeyError: ``name`` is not a key of :data:`HEAD_NAMES`.
+        KeyError: ``name`` is not a Table 4 row.
     """
-    if name not in HEAD_NAMES:
-        raise KeyError(f"unknown head {name!r}; choose from {list(HEAD_NAMES)}")
+    if name not in PAPER_TABLE4:
+        raise KeyError(f"unknown head {name!r}; choose from {list(PAPER_TABLE4)}")
     cfg = get_cfg()
     add_ocr_config(cfg)
-    cfg.MODEL.SEM_SEG_HEAD.NAME = HEAD_NAMES[name]
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = NUM_REGIONS
-    cfg.MODEL.SEM_SEG_HEAD.NORM = "BN"  # the paper's (Detectron2's default is GN)
     cfg.MODEL.DANET.VARIANT = variant
     cfg.MODEL.CC_ATTENTION.VARIANT = variant
     cfg.MODEL.OCR.PROJ_LAYERS = ocr_proj_layers
-    input_shape = {
-        "res5": ShapeSpec(channels=in_channels, stride=8),
-        "res4": ShapeSpec(channels=1024, stride=8),
-    }
-    return build_sem_seg_head(cfg, input_shape).context
+    return build_context(cfg, name, in_channels, "BN")  # the paper's norm (Detectron2's default is GN)
 
 
 def context_inputs(context: nn.Module, shape: Sequence[int], device: torch.device) -> Tuple[Tensor, ...]:
-    """Random inputs of ``context``: ``(features [N, C, H, W],)``, plus region logits
-    ``[N, 19, H, W]`` for a context module that takes soft object regions (OCR)."""
+    """Random inputs of ``context``, by its declaration: ``(features [N, C, H, W],)``, plus
+    region logits ``[N, 19, H, W]`` for a context module that consumes soft object regions."""
     n, _, h, w = shape
     features = torch.randn(*shape, device=device)
-    if isinstance(context, OCRContext):
+    if context.consumes == REGIONS:
         return features, torch.randn(n, NUM_REGIONS, h, w, device=device)
+    if context.consumes != FEATURES:
+        raise ValueError(f"{type(context).__name__} consumes {context.consumes}: not benchmarked")
     return (features,)
 
 

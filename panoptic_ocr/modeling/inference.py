@@ -213,11 +213,10 @@ def build_inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
             prepared.inference_dtype = cfg.MODEL.INFERENCE_DTYPE
             prepared.inference_channels_last = channels_last
         elif inner.inference_dtype != cfg.MODEL.INFERENCE_DTYPE or inner.inference_channels_last != channels_last:
-            raise ValueError(
-                f"MODEL.INFERENCE_DTYPE/MODEL.INFERENCE_CHANNELS_LAST are {cfg.MODEL.INFERENCE_DTYPE!r}/"
-                f"{channels_last} but the {kind} was built with {inner.inference_dtype!r}/"
-                f"{inner.inference_channels_last}: build it from this config"
-            )
+            # Built with other inference flags: a copy follows cfg, the model is left as it is.
+            prepared = copy.deepcopy(inner).eval()
+            prepared.inference_dtype = cfg.MODEL.INFERENCE_DTYPE
+            prepared.inference_channels_last = channels_last
     elif dtype is not None:
         prepared = AutocastInference(prepared, dtype)
     if tta is None:

@@ -36,10 +36,9 @@ from detectron2.utils.visualizer import Visualizer
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..modeling.contexts import OCRContext, OCRRelationSchemeContext
+from ..modeling.contexts import REGIONS
 
 __all__ = [
-    "REGION_CONTEXTS",
     "class_names",
     "heat_overlay",
     "largest_classes",
@@ -54,10 +53,6 @@ __all__ = [
 # The tool's name, as in its log lines.
 logger = logging.getLogger("panoptic_ocr.visualize_object_regions")
 
-# Context modules whose second input is the predicted soft object regions [N, K, h, w].
-REGION_CONTEXTS = (OCRContext, OCRRelationSchemeContext)
-
-
 def region_context(model: nn.Module) -> nn.Module:
     """The module of ``model``'s head that receives the soft object regions.
 
@@ -66,11 +61,13 @@ def region_context(model: nn.Module) -> nn.Module:
     """
     head = getattr(model, "sem_seg_head", None)
     context = getattr(head, "context", None)
-    if not isinstance(context, REGION_CONTEXTS):
+    # Context modules that consume regions get the predicted soft object regions [N, K, h, w].
+    if getattr(context, "consumes", None) != REGIONS:
         raise ValueError(
             f"{type(head).__name__} has no predicted soft object regions to show: use an OCR head "
             "whose auxiliary branch predicts them (MODEL.SEM_SEG_HEAD.NAME OCRHead, "
-            "OCRDoubleAttentionRelationHead, OCRACFRelationHead or OCRNoRegionSupervisionHead)"
+            "OCRDoubleAttentionRelationHead, OCRACFRelationHead, OCRNoRegionSupervisionHead, or any head whose "
+            "context consumes regions)"
         )
     return context
 
