@@ -5,7 +5,16 @@
     python tools/convert_pretrained.py mobilenetv2 mobilenet_v2-b0353104.pth pretrained/mnv2.pkl
     python tools/convert_pretrained.py hrnet hrnetv2_w48_imagenet_pretrained.pth pretrained/w48.pkl
 
-then train with ``MODEL.WEIGHTS pretrained/<file>.pkl``. Sources (nothing is downloaded):
+then train with ``MODEL.WEIGHTS pretrained/<file>.pkl``. Released OCR segmentation models (whole
+models, checked against the model of their released config; MODEL_ZOO.md):
+
+    python tools/convert_pretrained.py hrnet_ocr hrnet_ocr_cs_8162_torch11.pth pretrained/hrnet_ocr_cs_8162.pth
+    python tools/convert_pretrained.py openseg hrnet_w48_ocr_1_latest.pth pretrained/openseg_hrnet_w48_ocr.pth
+    python tools/convert_pretrained.py mmseg ocrnet_hr48_512x1024_160k_cityscapes_20200602_191037-dfbf1b0c.pth pretrained/mmseg_ocrnet_hr48.pth
+
+(``--config-file`` for another released config, e.g. HRNet-OCR's LIP model), then
+``train_net.py --eval-only --config-file <released config> MODEL.WEIGHTS <output>``. ImageNet
+sources (nothing is downloaded):
 
 - ``resnet``: a torchvision ResNet-18/34/50/101/152 state dict, renamed to Detectron2's ResNet
   (``stem.conv1``, ``res2.0.conv1.norm``, ``shortcut``, ...) for ``build_dilated_resnet_backbone``
@@ -40,7 +49,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from panoptic_ocr.checkpoint.convert import KINDS, ConversionError, convert_checkpoint
+from panoptic_ocr.checkpoint.convert import ALL_KINDS, RELEASED_KINDS, ConversionError, convert_checkpoint
 from panoptic_ocr.utils.safe_write import OutputExistsError
 
 
@@ -50,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="See docs/backbones.md.",
     )
-    parser.add_argument("kind", choices=KINDS, help="source checkpoint type")
+    parser.add_argument("kind", choices=ALL_KINDS, help="source checkpoint type")
     parser.add_argument("source", help="local checkpoint (.pth/.pt/.pkl)")
     parser.add_argument("output", help="converted checkpoint (.pkl or .pth)")
     parser.add_argument("--depth", type=int, help="ResNet depth (default: from the checkpoint)")
@@ -69,9 +78,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         action="store_true",
         help="accept backbone parameters that the checkpoint does not provide (left at init)",
     )
+    parser.add_argument(
+        "--config-file",
+        help=f"{'/'.join(RELEASED_KINDS)}: the released config of the target model (default: the "
+        "variant's Cityscapes config under configs/cityscapes/semantic/released/)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        if args.kind in RELEASED_KINDS:
+            from panoptic_ocr.checkpoint.released import convert_released_checkpoint
+
+            convert_released_checkpoint(
+                args.kind, args.source, args.output, config_file=args.config_file, overwrite=args.overwrite
+            )
+            return 0
         convert_checkpoint(
             args.kind,
             args.source,

@@ -43,8 +43,10 @@ from ..config import add_ocr_config
 from ..utils.safe_write import atomic_file, check_writable
 
 __all__ = [
+    "ALL_KINDS",
     "CONVERTERS",
     "KINDS",
+    "RELEASED_KINDS",
     "Conversion",
     "ConversionError",
     "build_target_backbone",
@@ -360,6 +362,11 @@ CONVERTERS: Dict[str, Converter] = {
     "hrnet": convert_hrnet_imagenet,
 }
 KINDS = tuple(CONVERTERS)
+# Released whole-model OCR checkpoints (HRNet-OCR, openseg, mmseg): further kinds, whose target
+# is the whole model of a released config; :mod:`panoptic_ocr.checkpoint.released` converts
+# them (it builds on this module, so it is imported where used).
+RELEASED_KINDS = ("hrnet_ocr", "openseg", "mmseg")
+ALL_KINDS = KINDS + RELEASED_KINDS
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,17 +1,48 @@
 """Layers every head and context module shares: conv-norm-ReLU, the classifier and its
 initialisation, the auxiliary (soft object region / deep supervision) branch, and resizing of
 logits to a feature's resolution."""
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 from detectron2.layers import Conv2d, get_norm
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["conv_norm_relu", "classifier", "AuxiliaryBranch", "resize_to"]
+__all__ = ["ACTIVATIONS", "head_activation", "conv_norm_relu", "classifier", "AuxiliaryBranch", "resize_to"]
+
+Activation = Callable[[Tensor], Tensor]
+
+# Names of MODEL.SEM_SEG_HEAD.ACTIVATION.
+ACTIVATIONS = ("relu", "leaky_relu")
 
 
-def conv_norm_relu(in_channels: int, out_channels: int, norm: str, kernel_size: int = 1) -> Conv2d:
-    """A ``kernel_size`` conv followed by ``norm`` (if any) and ReLU; no bias when normalised."""
+def head_activation(name: str = "relu", negative_slope: float = 0.01) -> Activation:
+    """The activation after every normalised conv of a head (``MODEL.SEM_SEG_HEAD.ACTIVATION``).
+
+    ``"relu"`` is ``F.relu`` itself (the function every head used before the key existed);
+    ``"leaky_relu"`` is ``F.leaky_relu`` with ``negative_slope`` (openseg's InPlaceABN default:
+    0.01).
+
+    Raises:
+        ValueError: an unknown name (the message lists :data:`ACTIVATIONS`).
+    """
+    if name == "relu":
+        return F.relu
+    if name == "leaky_relu":
+        return functools.partial(F.leaky_relu, negative_slope=float(negative_slope))
+    raise ValueError(f"MODEL.SEM_SEG_HEAD.ACTIVATION must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def conv_norm_relu(
+    in_channels: int,
+    out_channels: int,
+    norm: str,
+    kernel_size: int = 1,
+    *,
+    activation: Activation = F.relu,
+) -> Conv2d:
+    """A ``kernel_size`` conv followed by ``norm`` (if any) and ``activation`` (default ReLU; see
+    :func:`head_activation`); no bias when normalised. ``[N, C_in, H, W] -> [N, C_out, H, W]``."""
     return Conv2d(
         in_channels,
         out_channels,
@@ -19,7 +50,7 @@ def conv_norm_relu(in_channels: int, out_channels: int, norm: str, kernel_size: 
         padding=kernel_size // 2,
         bias=not norm,
         norm=get_norm(norm, out_channels),
-        activation=F.relu,
+        activation=activation,
     )
 
 
@@ -37,17 +68,20 @@ class AuxiliaryBranch(nn.Module):
 
     ``hidden_channels > 0``: ``kernel_size`` conv-norm-ReLU, Dropout2d, 1x1 classifier (authors'
     code: 3x3 on ResNet, 1x1 in HRNet-OCR); ``hidden_channels == 0``: a single 1x1 classifier
-    (the paper's "linear function"). Shapes: ``[N, C_in, H, W] -> [N, K, H, W]``.
+    (the paper's "linear function"). ``activation`` follows the hidden conv's norm (default
+    ReLU). Shapes: ``[N, C_in, H, W] -> [N, K, H, W]``.
     """
 
     def __init__(
         self, in_channels: int, num_classes: int, hidden_channels: int, norm: str, dropout: float,
-        kernel_size: int = 3,
+        kernel_size: int = 3, *, activation: Activation = F.relu,
     ):
         super().__init__()
         layers = []
         if hidden_channels > 0:
-            layers.append(conv_norm_relu(in_channels, hidden_channels, norm, kernel_size=kernel_size))
+            layers.append(
+                conv_norm_relu(in_channels, hidden_channels, norm, kernel_size=kernel_size, activation=activation)
+            )
             if dropout > 0:
                 layers.append(nn.Dropout2d(dropout))
             in_channels = hidden_channels
@@ -58,8 +92,8 @@ class AuxiliaryBranch(nn.Module):
         return self.layers(x)
 
 
-def resize_to(logits: Optional[Tensor], reference: Tensor) -> Optional[Tensor]:
+def resize_to(logits: Optional[Tensor], reference: Tensor, align_corners: bool = False) -> Optional[Tensor]:
     """Bilinear resize of ``[N, K, h', w']`` to ``reference``'s spatial size (no-op if equal)."""
     if logits is None or logits.shape[2:] == reference.shape[2:]:
         return logits
-    return F.interpolate(logits, size=reference.shape[2:], mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=reference.shape[2:], mode="bilinear", align_corners=align_corners)

@@ -6,8 +6,9 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from .layers import conv_norm_relu
+from .layers import Activation, conv_norm_relu
 
 __all__ = ["gather_object_regions", "ObjectContextBlock"]
 
@@ -41,6 +42,10 @@ class ObjectContextBlock(nn.Module):
     With ``learned_relations=False`` the block has no ``phi``/``psi`` (so no parameter is left
     without a gradient) and every call must pass ``relations``: the ablations of the paper's
     Table 1 and the ground-truth oracle OCR* supply them from elsewhere.
+
+    ``activation`` follows every norm (default ReLU; openseg's released models: LeakyReLU(0.01)).
+    ``g`` reads ``[x, y]`` (features first); the released models' ``g`` reads ``[y, x]``, which
+    :mod:`panoptic_ocr.checkpoint.released` converts by swapping the two input halves of its weight.
     """
 
     def __init__(
@@ -53,22 +58,24 @@ class ObjectContextBlock(nn.Module):
         norm: str = "BN",
         dropout: float = 0.05,
         learned_relations: bool = True,
+        activation: Activation = F.relu,
     ):
         super().__init__()
         if proj_layers < 1:
             raise ValueError(f"proj_layers must be >= 1, got {proj_layers}")
+        act = {"activation": activation}
 
         def projection() -> nn.Sequential:
-            layers = [conv_norm_relu(in_channels, key_channels, norm)]
-            layers += [conv_norm_relu(key_channels, key_channels, norm) for _ in range(proj_layers - 1)]
+            layers = [conv_norm_relu(in_channels, key_channels, norm, **act)]
+            layers += [conv_norm_relu(key_channels, key_channels, norm, **act) for _ in range(proj_layers - 1)]
             return nn.Sequential(*layers)
 
         self.key_channels = key_channels
         self.phi = projection() if learned_relations else None
         self.psi = projection() if learned_relations else None
-        self.delta = conv_norm_relu(in_channels, key_channels, norm)
-        self.rho = conv_norm_relu(key_channels, in_channels, norm)
-        self.g = conv_norm_relu(2 * in_channels, out_channels, norm)
+        self.delta = conv_norm_relu(in_channels, key_channels, norm, **act)
+        self.rho = conv_norm_relu(key_channels, in_channels, norm, **act)
+        self.g = conv_norm_relu(2 * in_channels, out_channels, norm, **act)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def relations(self, features: Tensor, regions: Tensor) -> Tensor:

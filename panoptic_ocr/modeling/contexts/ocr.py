@@ -1,8 +1,9 @@
 """The OCR module (paper sec. 3.3, Figure 3) as a context module: it consumes the soft object
 regions predicted (and supervised) by the head's auxiliary branch."""
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from ..layers import conv_norm_relu
+from ..layers import Activation, conv_norm_relu, head_activation
 from ..object_context import ObjectContextBlock, gather_object_regions
 from .registry import CONTEXT_REGISTRY, REGIONS, ContextModule
 
@@ -16,7 +17,7 @@ class OCRContext(ContextModule, nn.Module):
     augmented representation (eq. 6).
 
     Shapes: features ``[N, C_in, h, w]``, region logits ``[N, K, h, w]`` ->
-    ``[N, mid_channels, h, w]``.
+    ``[N, mid_channels, h, w]``. ``activation`` follows every norm (default ReLU).
     """
 
     consumes = REGIONS
@@ -30,18 +31,21 @@ class OCRContext(ContextModule, nn.Module):
         proj_layers: int = 2,
         norm: str = "BN",
         dropout: float = 0.05,
+        activation: Activation = F.relu,
     ):
         super().__init__()
         self.out_channels = mid_channels
-        self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3)
+        self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3, activation=activation)
         self.object_context = ObjectContextBlock(
-            mid_channels, key_channels, mid_channels, proj_layers=proj_layers, norm=norm, dropout=dropout
+            mid_channels, key_channels, mid_channels, proj_layers=proj_layers, norm=norm, dropout=dropout,
+            activation=activation,
         )
 
     @classmethod
     def from_config(cls, cfg, in_channels: int, norm: str) -> "OCRContext":
-        """``MODEL.OCR``."""
+        """``MODEL.OCR``; the activation from ``MODEL.SEM_SEG_HEAD.ACTIVATION``/``LEAKY_RELU_SLOPE``."""
         ocr = cfg.MODEL.OCR
+        head = cfg.MODEL.SEM_SEG_HEAD
         return cls(
             in_channels,
             mid_channels=ocr.MID_CHANNELS,
@@ -49,6 +53,7 @@ class OCRContext(ContextModule, nn.Module):
             proj_layers=ocr.PROJ_LAYERS,
             norm=norm,
             dropout=ocr.DROPOUT,
+            activation=head_activation(head.ACTIVATION, head.LEAKY_RELU_SLOPE),
         )
 
     def forward(self, features: Tensor, region_logits: Tensor) -> Tensor:

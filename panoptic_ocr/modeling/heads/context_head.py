@@ -14,12 +14,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..contexts import REGIONS, TARGETS, build_context, context_class
-from ..layers import AuxiliaryBranch, classifier, resize_to
+from ..layers import AuxiliaryBranch, classifier, head_activation, resize_to
 from ..losses import CrossEntropyLoss, build_sem_seg_loss
 
 __all__ = [
     "ContextHead",
     "context_name_of",
+    "register_head_alias",
     "OCRHead",
     "PPMHead",
     "ASPPHead",
@@ -98,6 +99,9 @@ class ContextHead(nn.Module):
         ensemble_weight: Optional[float] = None,
         loss: Optional[nn.Module] = None,
         aux_loss: Optional[nn.Module] = None,
+        align_corners: bool = False,
+        activation: str = "relu",
+        leaky_relu_slope: float = 0.01,
     ):
         """
         Args:
@@ -119,6 +123,13 @@ class ContextHead(nn.Module):
             ensemble_weight: if set, the final logits are ``(1 - w) * predictor + w * aux``
                 (the label-ensemble baseline).
             loss, aux_loss: loss modules (default: cross-entropy ignoring ``ignore_value``).
+            align_corners: ``align_corners`` of every bilinear resize of logits: to the
+                feature's size (auxiliary branch), to the input (inference) and to the labels
+                (losses). HRNet-OCR and openseg: True; mmseg and this project's default: False.
+            activation: activation after the auxiliary branch's norm, ``"relu"`` or
+                ``"leaky_relu"`` (openseg's released models); the context module reads the same
+                key itself.
+            leaky_relu_slope: negative slope of ``"leaky_relu"``.
         """
         super().__init__()
         name = type(self).__name__
@@ -145,12 +156,14 @@ class ContextHead(nn.Module):
         self.aux_loss_weight = aux_loss_weight
         self.ignore_value = ignore_value
         self.ensemble_weight = ensemble_weight
+        self.align_corners = align_corners
         self.context = context
+        act = head_activation(activation, leaky_relu_slope)
 
         def aux_classifier() -> AuxiliaryBranch:
             return AuxiliaryBranch(
                 input_shape[aux_in_feature].channels, num_classes, aux_channels, norm, aux_dropout,
-                kernel_size=aux_kernel_size,
+                kernel_size=aux_kernel_size, activation=act,
             )
 
         # Built in this order (region branch, auxiliary branch, classifier) and registered with
@@ -200,6 +213,9 @@ class ContextHead(nn.Module):
             ),
             "loss": build_sem_seg_loss(cfg, "main"),
             "aux_loss": build_sem_seg_loss(cfg, "aux"),
+            "align_corners": head.ALIGN_CORNERS,
+            "activation": head.ACTIVATION,
+            "leaky_relu_slope": head.LEAKY_RELU_SLOPE,
         }
 
     @property
@@ -212,9 +228,9 @@ class ContextHead(nn.Module):
         x = features[self.in_feature]
         region_logits = aux_logits = None
         if self.region_branch is not None:
-            region_logits = resize_to(self.region_branch(features[self.aux_in_feature]), x)
+            region_logits = resize_to(self.region_branch(features[self.aux_in_feature]), x, self.align_corners)
         if self.aux_branch is not None:
-            aux_logits = resize_to(self.aux_branch(features[self.aux_in_feature]), x)
+            aux_logits = resize_to(self.aux_branch(features[self.aux_in_feature]), x, self.align_corners)
         if self.context.consumes == REGIONS:
             out = self.context(x, region_logits if region_logits is not None else aux_logits)
         elif self.context.consumes == TARGETS:
@@ -240,7 +256,9 @@ class ContextHead(nn.Module):
 
     def upsample(self, logits: Tensor) -> Tensor:
         """Bilinear upsampling by the feature stride, to the padded input resolution."""
-        return F.interpolate(logits, scale_factor=self.feature_stride, mode="bilinear", align_corners=False)
+        return F.interpolate(
+            logits, scale_factor=self.feature_stride, mode="bilinear", align_corners=self.align_corners
+        )
 
     def losses(self, logits: Tensor, aux_logits: Optional[Tensor], targets: Optional[Tensor]) -> Dict[str, Tensor]:
         """The final loss and that of the auxiliary branch (if any), on logits upsampled to the
@@ -252,125 +270,77 @@ class ContextHead(nn.Module):
             losses["loss_sem_seg_aux"] = self.aux_loss(self._to_labels(aux_logits, targets), targets) * self.aux_loss_weight
         return losses
 
-    @staticmethod
-    def _to_labels(logits: Tensor, targets: Tensor) -> Tensor:
-        return F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+    def _to_labels(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
 
 # ----------------------------------------------------------------------------------------------
 # The paper's heads by their registered names: each is ContextHead with its context fixed.
 # ----------------------------------------------------------------------------------------------
-@SEM_SEG_HEADS_REGISTRY.register()
-class OCRHead(ContextHead):
+def register_head_alias(base: type, name: str, context: str, doc: str, **options) -> type:
+    """Register ``name`` in ``SEM_SEG_HEADS_REGISTRY``: ``base`` with ``CONTEXT = context`` and the
+    given class options (e.g. ``UNSUPERVISED_REGIONS=True``)."""
+    alias = type(name, (base,), {"__doc__": doc, "__module__": base.__module__, "CONTEXT": context, **options})
+    return SEM_SEG_HEADS_REGISTRY.register(alias)
+
+
+OCRHead = register_head_alias(
+    ContextHead, "OCRHead", "ocr",
     """OCR (sec. 3.3): the auxiliary branch predicts the soft object regions (supervised with
-    ``aux_loss_weight``), the OCR module (``MODEL.OCR``) augments every pixel with them."""
-
-    CONTEXT = "ocr"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class PPMHead(ContextHead):
-    """PSPNet head: pyramid pooling context (``MODEL.PPM``)."""
-
-    CONTEXT = "ppm"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class ASPPHead(ContextHead):
-    """DeepLabv3 head: ASPP context (``MODEL.ASPP``)."""
-
-    CONTEXT = "aspp"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class SelfAttentionHead(ContextHead):
-    """Self-attention (non-local) context (``MODEL.SELF_ATTENTION``)."""
-
-    CONTEXT = "self_attention"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class DoubleAttentionHead(ContextHead):
-    """A2-Net double-attention context (``MODEL.DOUBLE_ATTENTION``)."""
-
-    CONTEXT = "double_attention"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class DANetHead(ContextHead):
-    """DANet dual-attention context (``MODEL.DANET``; DANet's per-branch auxiliary classifiers
-    are not used, so all heads share the same losses)."""
-
-    CONTEXT = "danet"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class CCAttentionHead(ContextHead):
-    """CCNet recurrent criss-cross attention context (``MODEL.CC_ATTENTION``)."""
-
-    CONTEXT = "cc_attention"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class OCRNoRegionSupervisionHead(ContextHead):
+    ``aux_loss_weight``), the OCR module (``MODEL.OCR``) augments every pixel with them.""",
+)
+PPMHead = register_head_alias(ContextHead, "PPMHead", "ppm", "PSPNet head: pyramid pooling (``MODEL.PPM``).")
+ASPPHead = register_head_alias(ContextHead, "ASPPHead", "aspp", "DeepLabv3 head: ASPP (``MODEL.ASPP``).")
+SelfAttentionHead = register_head_alias(
+    ContextHead, "SelfAttentionHead", "self_attention", "Self-attention (non-local) (``MODEL.SELF_ATTENTION``)."
+)
+DoubleAttentionHead = register_head_alias(
+    ContextHead, "DoubleAttentionHead", "double_attention", "A2-Net double attention (``MODEL.DOUBLE_ATTENTION``)."
+)
+DANetHead = register_head_alias(
+    ContextHead, "DANetHead", "danet",
+    """DANet dual attention (``MODEL.DANET``; DANet's per-branch auxiliary classifiers are not
+    used, so all heads share the same losses).""",
+)
+CCAttentionHead = register_head_alias(
+    ContextHead, "CCAttentionHead", "cc_attention", "CCNet recurrent criss-cross attention (``MODEL.CC_ATTENTION``)."
+)
+OCRNoRegionSupervisionHead = register_head_alias(
+    ContextHead, "OCRNoRegionSupervisionHead", "ocr",
     """OCR without object-region supervision (Table 1, "w/o supervision"): ``region_branch``
     predicts the soft object regions from the auxiliary feature with no loss of its own, and
-    ``aux_branch`` (same structure) is a plain stage-3 classifier carrying the auxiliary loss."""
-
-    CONTEXT = "ocr"
-    UNSUPERVISED_REGIONS = True
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class OCRDoubleAttentionRelationHead(ContextHead):
-    """OCR with Double-Attention relations (Table 1, "DA scheme")."""
-
-    CONTEXT = "ocr_da_relations"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class OCRACFRelationHead(ContextHead):
-    """OCR with ACFNet relations (Table 1, "ACF scheme")."""
-
-    CONTEXT = "ocr_acf_relations"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class OCRGroundTruthHead(ContextHead):
+    ``aux_branch`` (same structure) is a plain stage-3 classifier carrying the auxiliary loss.""",
+    UNSUPERVISED_REGIONS=True,
+)
+OCRDoubleAttentionRelationHead = register_head_alias(
+    ContextHead, "OCRDoubleAttentionRelationHead", "ocr_da_relations", 'OCR with Double-Attention relations (Table 1, "DA scheme").'
+)
+OCRACFRelationHead = register_head_alias(
+    ContextHead, "OCRACFRelationHead", "ocr_acf_relations", 'OCR with ACFNet relations (Table 1, "ACF scheme").'
+)
+OCRGroundTruthHead = register_head_alias(
+    ContextHead, "OCRGroundTruthHead", "ocr_gt_oracle",
     """OCR* (sec. 3.4): regions and relations from the ground truth, in training and at
     inference (set ``INPUT.LOAD_SEM_SEG_IN_TEST True``). The optional auxiliary branch is plain
-    deep supervision."""
-
-    CONTEXT = "ocr_gt_oracle"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class CoarseOnlyHead(ContextHead):
+    deep supervision.""",
+)
+CoarseOnlyHead = register_head_alias(
+    ContextHead, "CoarseOnlyHead", "coarse_only",
     """Prediction from stage 3 only (supplementary Table 1): reads
-    ``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE`` with the main loss and no auxiliary loss."""
-
-    CONTEXT = "coarse_only"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class FineOnlyHead(ContextHead):
+    ``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE`` with the main loss and no auxiliary loss.""",
+)
+FineOnlyHead = register_head_alias(
+    ContextHead, "FineOnlyHead", "fine",
     """Prediction from stage 4 only (supplementary Table 1): 3x3 conv to ``MODEL.OCR.MID_CHANNELS``,
-    no context. An auxiliary branch is used only if ``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE`` is set."""
-
-    CONTEXT = "fine"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class LabelEnsembleHead(ContextHead):
+    no context. An auxiliary branch is used only if ``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE`` is set.""",
+)
+LabelEnsembleHead = register_head_alias(
+    ContextHead, "LabelEnsembleHead", "fine",
     """Label ensemble (supplementary sec. A): ``(1 - w) * fine + w * coarse`` logits, with
-    ``w = MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT`` and the coarse map from the auxiliary branch."""
-
-    CONTEXT = "fine"
-    ENSEMBLE_WITH_AUX = True
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class LabelRefinementHead(ContextHead):
-    """Label refinement (supplementary sec. A): the fine branch over ``[stage 4, softmax(coarse)]``."""
-
-    CONTEXT = "label_refinement"
+    ``w = MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT`` and the coarse map from the auxiliary branch.""",
+    ENSEMBLE_WITH_AUX=True,
+)
+LabelRefinementHead = register_head_alias(
+    ContextHead, "LabelRefinementHead", "label_refinement",
+    "Label refinement (supplementary sec. A): the fine branch over ``[stage 4, softmax(coarse)]``.",
+)
