@@ -23,6 +23,13 @@ class ASPPContext(ContextModule, nn.Module):
     Paper size (2048 -> 256, dilations 12/24/36): 15.53M parameters, 492 GFLOPs at 128 x 128.
     """
 
+    CONFIG_NODE = "ASPP"
+    CONFIG_KEYS = {
+        "dilations": "DILATIONS",
+        "channels": "CHANNELS",
+        "dropout": "DROPOUT",
+    }
+
     def __init__(
         self,
         in_channels: int,
@@ -48,9 +55,3 @@ class ASPPContext(ContextModule, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.aspp(x)
-
-    @classmethod
-    def from_config(cls, cfg, in_channels: int, norm: str) -> "ASPPContext":
-        """``MODEL.ASPP``."""
-        aspp = cfg.MODEL.ASPP
-        return cls(in_channels, dilations=aspp.DILATIONS, channels=aspp.CHANNELS, norm=norm, dropout=aspp.DROPOUT)

@@ -84,6 +84,15 @@ class CCAttentionContext(ContextModule, nn.Module):
     Shapes: ``[N, C_in, h, w] -> [N, mid_channels, h, w]``.
     """
 
+    CONFIG_NODE = "CC_ATTENTION"
+    CONFIG_KEYS = {
+        "mid_channels": "MID_CHANNELS",
+        "qk_channels": "QK_CHANNELS",
+        "recurrence": "RECURRENCE",
+        "variant": "VARIANT",
+        "dropout": "DROPOUT",
+    }
+
     def __init__(
         self,
         in_channels: int,
@@ -121,17 +130,3 @@ class CCAttentionContext(ContextModule, nn.Module):
         context = self.conv_out(context)
         skip = features if self.variant == "original" else x
         return self.dropout(self.fuse(torch.cat([skip, context], dim=1)))
-
-    @classmethod
-    def from_config(cls, cfg, in_channels: int, norm: str) -> "CCAttentionContext":
-        """``MODEL.CC_ATTENTION``."""
-        cc = cfg.MODEL.CC_ATTENTION
-        return cls(
-            in_channels,
-            mid_channels=cc.MID_CHANNELS,
-            qk_channels=cc.QK_CHANNELS,
-            recurrence=cc.RECURRENCE,
-            variant=cc.VARIANT,
-            norm=norm,
-            dropout=cc.DROPOUT,
-        )

@@ -77,6 +77,14 @@ class DANetContext(ContextModule, nn.Module):
     Shapes: ``[N, C_in, h, w] -> [N, mid_channels, h, w]``.
     """
 
+    CONFIG_NODE = "DANET"
+    CONFIG_KEYS = {
+        "mid_channels": "MID_CHANNELS",
+        "qk_channels": "QK_CHANNELS",
+        "variant": "VARIANT",
+        "dropout": "DROPOUT",
+    }
+
     def __init__(
         self,
         in_channels: int,
@@ -113,16 +121,3 @@ class DANetContext(ContextModule, nn.Module):
             x = self.conv_in(features)
             out = self.fuse(torch.cat([x, self.pam(x), self.cam(x)], dim=1))
         return self.dropout(out)
-
-    @classmethod
-    def from_config(cls, cfg, in_channels: int, norm: str) -> "DANetContext":
-        """``MODEL.DANET``."""
-        danet = cfg.MODEL.DANET
-        return cls(
-            in_channels,
-            mid_channels=danet.MID_CHANNELS,
-            qk_channels=danet.QK_CHANNELS,
-            variant=danet.VARIANT,
-            norm=norm,
-            dropout=danet.DROPOUT,
-        )

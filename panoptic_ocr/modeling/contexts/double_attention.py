@@ -29,6 +29,14 @@ class DoubleAttentionContext(ContextModule, nn.Module):
     Paper size (2048 -> 512, key 256, 64 regions): 10.29M parameters, 338 GFLOPs at 128 x 128.
     """
 
+    CONFIG_NODE = "DOUBLE_ATTENTION"
+    CONFIG_KEYS = {
+        "mid_channels": "MID_CHANNELS",
+        "key_channels": "KEY_CHANNELS",
+        "num_regions": "NUM_REGIONS",
+        "dropout": "DROPOUT",
+    }
+
     def __init__(
         self,
         in_channels: int,
@@ -65,16 +73,3 @@ class DoubleAttentionContext(ContextModule, nn.Module):
         x = self.conv_in(features)
         z = self.reconstruct(self.attention(x))
         return self.dropout(self.g(torch.cat([x, z], dim=1)))
-
-    @classmethod
-    def from_config(cls, cfg, in_channels: int, norm: str) -> "DoubleAttentionContext":
-        """``MODEL.DOUBLE_ATTENTION``."""
-        da = cfg.MODEL.DOUBLE_ATTENTION
-        return cls(
-            in_channels,
-            mid_channels=da.MID_CHANNELS,
-            key_channels=da.KEY_CHANNELS,
-            num_regions=da.NUM_REGIONS,
-            norm=norm,
-            dropout=da.DROPOUT,
-        )

@@ -61,6 +61,15 @@ class GroundTruthOCRContext(ContextModule, nn.Module):
 
     consumes = TARGETS
 
+    CONFIG_NODE = "OCR"
+    CONFIG_KEYS = {
+        "num_classes": "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        "mid_channels": "MID_CHANNELS",
+        "key_channels": "KEY_CHANNELS",
+        "dropout": "DROPOUT",
+        "ignore_value": "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
+    }
+
     def __init__(
         self,
         in_channels: int,
@@ -79,20 +88,6 @@ class GroundTruthOCRContext(ContextModule, nn.Module):
         self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3)
         self.object_context = ObjectContextBlock(
             mid_channels, key_channels, mid_channels, norm=norm, dropout=dropout, learned_relations=False
-        )
-
-    @classmethod
-    def from_config(cls, cfg, in_channels: int, norm: str) -> "GroundTruthOCRContext":
-        """``MODEL.OCR`` widths (``PROJ_LAYERS`` unused), the head's classes and ignore value."""
-        ocr = cfg.MODEL.OCR
-        return cls(
-            in_channels,
-            num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            mid_channels=ocr.MID_CHANNELS,
-            key_channels=ocr.KEY_CHANNELS,
-            norm=norm,
-            dropout=ocr.DROPOUT,
-            ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         )
 
     def regions_and_relations(self, x: Tensor, targets: Tensor):

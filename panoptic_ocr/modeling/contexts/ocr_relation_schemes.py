@@ -36,6 +36,13 @@ class OCRRelationSchemeContext(ContextModule, nn.Module):
 
     SCHEMES = ("double_attention", "acf")
     consumes = REGIONS
+    CONFIG_NODE = "OCR"
+    CONFIG_KEYS = {
+        "num_classes": "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        "mid_channels": "MID_CHANNELS",
+        "key_channels": "KEY_CHANNELS",
+        "dropout": "DROPOUT",
+    }
 
     def __init__(
         self,
@@ -74,16 +81,7 @@ class OCRRelationSchemeContext(ContextModule, nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels: int, norm: str) -> "OCRRelationSchemeContext":
         """``MODEL.OCR`` widths (``PROJ_LAYERS`` unused: no phi/psi) and the class's ``scheme``."""
-        ocr = cfg.MODEL.OCR
-        return cls(
-            in_channels,
-            num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            scheme=cls.scheme,
-            mid_channels=ocr.MID_CHANNELS,
-            key_channels=ocr.KEY_CHANNELS,
-            norm=norm,
-            dropout=ocr.DROPOUT,
-        )
+        return cls(in_channels, norm=norm, scheme=cls.scheme, **cls.config_kwargs(cfg))
 
 
 @CONTEXT_REGISTRY.register_as("ocr_da_relations")

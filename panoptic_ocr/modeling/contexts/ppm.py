@@ -26,6 +26,14 @@ class PyramidPoolingContext(ContextModule, nn.Module):
     Paper size (2048 -> 512, bins 1/2/3/6): 23.07M parameters, 619 GFLOPs at 128 x 128.
     """
 
+    CONFIG_NODE = "PPM"
+    CONFIG_KEYS = {
+        "bins": "BINS",
+        "branch_channels": "BRANCH_CHANNELS",
+        "out_channels": "OUT_CHANNELS",
+        "dropout": "DROPOUT",
+    }
+
     def __init__(
         self,
         in_channels: int,
@@ -61,16 +69,3 @@ class PyramidPoolingContext(ContextModule, nn.Module):
                 F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
             )
         return self.dropout(self.bottleneck(torch.cat(pyramid, dim=1)))
-
-    @classmethod
-    def from_config(cls, cfg, in_channels: int, norm: str) -> "PyramidPoolingContext":
-        """``MODEL.PPM``."""
-        ppm = cfg.MODEL.PPM
-        return cls(
-            in_channels,
-            bins=ppm.BINS,
-            branch_channels=ppm.BRANCH_CHANNELS,
-            out_channels=ppm.OUT_CHANNELS,
-            norm=norm,
-            dropout=ppm.DROPOUT,
-        )

@@ -16,6 +16,8 @@ TARGETS       ``context(x, targets)``     the labels ``[N, H, W]``, in training 
 
 ``x`` is ``[N, in_channels, h, w]``; the output is ``[N, out_channels, h, w]``.
 """
+from typing import Any, Dict
+
 from detectron2.config import CfgNode
 from ..named_registry import NamedRegistry
 from torch import nn
@@ -35,6 +37,9 @@ CONSUMED_INPUTS = (FEATURES, REGIONS, TARGETS)
 class ContextModule:
     """Declarations of a context module (mixed into an ``nn.Module`` subclass).
 
+    A subclass is built by :meth:`from_config`, which by default passes the config keys its
+    :attr:`CONFIG_KEYS` declares.
+
     Attributes:
         consumes: what the module takes besides the features: :data:`FEATURES` (nothing),
             :data:`REGIONS` (soft object region logits) or :data:`TARGETS` (the labels, also at
@@ -47,6 +52,27 @@ class ContextModule:
     consumes: str = FEATURES
     reads_aux_feature: bool = False
     out_channels: int
+    # The constructor's keyword arguments read from the config: argument -> key, relative to
+    # ``MODEL.<CONFIG_NODE>`` or, with dots, a full key such as "MODEL.SEM_SEG_HEAD.NUM_CLASSES".
+    CONFIG_NODE: str = ""
+    CONFIG_KEYS: Dict[str, str] = {}
+
+    @classmethod
+    def config_kwargs(cls, cfg: CfgNode) -> Dict[str, Any]:
+        """The keyword arguments that :attr:`CONFIG_KEYS` names, read from ``cfg``."""
+        kwargs = {}
+        for arg, key in cls.CONFIG_KEYS.items():
+            path = key.split(".") if "." in key else ["MODEL", cls.CONFIG_NODE, key]
+            node = cfg
+            for part in path:
+                node = node[part]
+            kwargs[arg] = node
+        return kwargs
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, in_channels: int, norm: str) -> nn.Module:
+        """``cls(in_channels, norm=norm, **config_kwargs(cfg))``; override to add more."""
+        return cls(in_channels, norm=norm, **cls.config_kwargs(cfg))
 
 
 def context_class(name: str) -> type:

@@ -25,6 +25,13 @@ class SelfAttentionContext(ContextModule, nn.Module):
     Paper size (2048 -> 512, key 256): 10.49M parameters, 619 GFLOPs at 128 x 128.
     """
 
+    CONFIG_NODE = "SELF_ATTENTION"
+    CONFIG_KEYS = {
+        "mid_channels": "MID_CHANNELS",
+        "key_channels": "KEY_CHANNELS",
+        "dropout": "DROPOUT",
+    }
+
     def __init__(
         self,
         in_channels: int,
@@ -59,11 +66,3 @@ class SelfAttentionContext(ContextModule, nn.Module):
         x = self.conv_in(features)
         context = self.rho(self.attention(x))
         return self.dropout(self.g(torch.cat([x, context], dim=1)))
-
-    @classmethod
-    def from_config(cls, cfg, in_channels: int, norm: str) -> "SelfAttentionContext":
-        """``MODEL.SELF_ATTENTION``."""
-        sa = cfg.MODEL.SELF_ATTENTION
-        return cls(
-            in_channels, mid_channels=sa.MID_CHANNELS, key_channels=sa.KEY_CHANNELS, norm=norm, dropout=sa.DROPOUT
-        )

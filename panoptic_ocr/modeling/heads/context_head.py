@@ -281,7 +281,8 @@ def register_head_alias(base: type, name: str, context: str, doc: str, **options
     """Register ``name`` in ``SEM_SEG_HEADS_REGISTRY``: ``base`` with ``CONTEXT = context`` and the
     given class options (e.g. ``UNSUPERVISED_REGIONS=True``)."""
     alias = type(name, (base,), {"__doc__": doc, "__module__": base.__module__, "CONTEXT": context, **options})
-    return SEM_SEG_HEADS_REGISTRY.register(alias)
+    SEM_SEG_HEADS_REGISTRY.register(alias)
+    return alias
 
 
 OCRHead = register_head_alias(

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from ..contexts import FEATURES, REGIONS, build_context, context_class
 from ..layers import classifier
 from ..losses import CrossEntropyLoss, build_sem_seg_loss
-from .context_head import context_name_of
+from .context_head import context_name_of, register_head_alias
 
 __all__ = ["ContextSemSegFPNHead", "OCRSemSegFPNHead", "PPMSemSegFPNHead", "ASPPSemSegFPNHead"]
 
@@ -114,22 +114,13 @@ class ContextSemSegFPNHead(SemSegFPNHead):
         return losses
 
 
-@SEM_SEG_HEADS_REGISTRY.register()
-class OCRSemSegFPNHead(ContextSemSegFPNHead):
-    """Panoptic-FPN + OCR: soft object regions from the fused FPN map, OCR module (``MODEL.OCR``)."""
-
-    CONTEXT = "ocr"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class PPMSemSegFPNHead(ContextSemSegFPNHead):
-    """Panoptic-FPN + PPM (``MODEL.PPM``) on the fused FPN map."""
-
-    CONTEXT = "ppm"
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class ASPPSemSegFPNHead(ContextSemSegFPNHead):
-    """Panoptic-FPN + ASPP (``MODEL.ASPP``) on the fused FPN map."""
-
-    CONTEXT = "aspp"
+OCRSemSegFPNHead = register_head_alias(
+    ContextSemSegFPNHead, "OCRSemSegFPNHead", "ocr",
+    "Panoptic-FPN + OCR: soft object regions from the fused FPN map, OCR module (``MODEL.OCR``).",
+)
+PPMSemSegFPNHead = register_head_alias(
+    ContextSemSegFPNHead, "PPMSemSegFPNHead", "ppm", "Panoptic-FPN + PPM (``MODEL.PPM``) on the fused FPN map."
+)
+ASPPSemSegFPNHead = register_head_alias(
+    ContextSemSegFPNHead, "ASPPSemSegFPNHead", "aspp", "Panoptic-FPN + ASPP (``MODEL.ASPP``) on the fused FPN map."
+)
