@@ -21,6 +21,13 @@ class OCRContext(ContextModule, nn.Module):
     """
 
     consumes = REGIONS
+    CONFIG_NODE = "OCR"
+    CONFIG_KEYS = {
+        "mid_channels": "MID_CHANNELS",
+        "key_channels": "KEY_CHANNELS",
+        "proj_layers": "PROJ_LAYERS",
+        "dropout": "DROPOUT",
+    }
 
     def __init__(
         self,
@@ -44,17 +51,9 @@ class OCRContext(ContextModule, nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels: int, norm: str) -> "OCRContext":
         """``MODEL.OCR``; the activation from ``MODEL.SEM_SEG_HEAD.ACTIVATION``/``LEAKY_RELU_SLOPE``."""
-        ocr = cfg.MODEL.OCR
         head = cfg.MODEL.SEM_SEG_HEAD
-        return cls(
-            in_channels,
-            mid_channels=ocr.MID_CHANNELS,
-            key_channels=ocr.KEY_CHANNELS,
-            proj_layers=ocr.PROJ_LAYERS,
-            norm=norm,
-            dropout=ocr.DROPOUT,
-            activation=head_activation(head.ACTIVATION, head.LEAKY_RELU_SLOPE),
-        )
+        activation = head_activation(head.ACTIVATION, head.LEAKY_RELU_SLOPE)
+        return cls(in_channels, norm=norm, activation=activation, **cls.config_kwargs(cfg))
 
     def forward(self, features: Tensor, region_logits: Tensor) -> Tensor:
         x = self.conv_in(features)
