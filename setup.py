@@ -31,5 +31,9 @@ setup(
         "tabulate",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # onnx + onnxruntime: tests of the ONNX export (tools/export_model.py --check); torch's
+        # ONNX exporter imports onnxscript. Versions checked with torch 2.14.1 on Python 3.11.
+        "test": ["pytest>=7", "onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.5,<1"],
+    },
 )

@@ -2,6 +2,7 @@
 import os
 
 from . import toy_scenes
+from .register_custom import CUSTOM_DATASETS_ENV, register_sem_seg_folder, register_sem_seg_folders_from_json
 from .register_toy_scenes import register_toy_scenes
 
 _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
@@ -26,3 +27,6 @@ register_coco_panoptic_test_dev(_root)
 from .register_coco_panoptic import register_all_coco_panoptic  # noqa: E402
 
 register_all_coco_panoptic(_root)
+
+if os.getenv(CUSTOM_DATASETS_ENV):  # your own datasets (docs/custom_datasets.md)
+    register_sem_seg_folders_from_json(os.environ[CUSTOM_DATASETS_ENV])

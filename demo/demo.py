@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Segment your own images or a video with any panoptic_ocr config (Detectron2's demo form).
+
+    python demo/demo.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \
+        --input photos/ --output vis/ --opts MODEL.WEIGHTS output/model_final.pth
+    python demo/demo.py --config-file ... --input "photos/*.jpg" a.png --output vis/ --raw \
+        --regions car 3 --opts MODEL.WEIGHTS model_final.pth
+    python demo/demo.py --config-file configs/toy_scenes/panoptic_fpn_R18_toy_scenes_600it.yaml \
+        --video-input clip.mp4 --output clip_vis.mp4 --confidence-threshold 0.6 --opts MODEL.WEIGHTS ...
+
+``--input``: files, globs or folders; ``--output``: a folder, or a file for one input.
+``MODEL.WEIGHTS ""`` runs on random weights. What is written is listed in
+panoptic_ocr/demo/runner.py (and the README); existing outputs are kept unless --overwrite.
+The run ends with a count of what was written and skipped.
+"""
+import argparse
+import logging
+import sys
+import warnings
+
+# Detectron2 uses torch.jit.script at import; torch's deprecation warning says nothing here.
+warnings.filterwarnings("ignore", message=".*torch.jit.*", category=FutureWarning)
+
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from panoptic_ocr import setup_cfg  # noqa: E402
+from panoptic_ocr.demo import Predictor, run_images, run_video  # noqa: E402
+from panoptic_ocr.utils.safe_write import OutputExistsError  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="image files, glob patterns or folders")
+    source.add_argument("--video-input", help="a video file (read with OpenCV)")
+    parser.add_argument("--output", required=True, help="output folder, or a file for a single input / the video")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="Panoptic-FPN: minimum instance score drawn")
+    parser.add_argument("--raw", action="store_true", help="also write label PNGs (panoptic: COCO PNG + JSON)")
+    parser.add_argument("--regions", nargs="+", metavar="CLASS", help="OCR heads: soft object regions of these classes (names or indices)")
+    parser.add_argument("--max-size", type=int, default=2048, help="semantic models: longer sides above this use TEST.SLIDING_WINDOW (0: never)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logger(name="panoptic_ocr")
+    setup_logger(name="fvcore")
+    logger = logging.getLogger("panoptic_ocr.demo")
+    cfg = setup_cfg(args.config_file, args.opts)
+    predictor = Predictor(cfg, max_size=args.max_size)
+    try:
+        if args.video_input:
+            if args.raw or args.regions:
+                logger.warning("--raw and --regions apply to images only; the video gets the drawn frames")
+            summary = run_video(
+                predictor, args.video_input, args.output,
+                confidence_threshold=args.confidence_threshold, overwrite=args.overwrite,
+            )
+        else:
+            summary = run_images(
+                predictor, args.input, args.output, raw=args.raw, regions=args.regions,
+                confidence_threshold=args.confidence_threshold, overwrite=args.overwrite,
+            )
+    except (OutputExistsError, FileNotFoundError, ValueError) as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

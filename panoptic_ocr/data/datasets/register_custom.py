@@ -1,0 +1,132 @@
+"""Register your own semantic-segmentation data: a folder of images and a folder of label PNGs
+(docs/custom_datasets.md)."""
+import functools
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .colormap import voc_colormap
+from .sem_seg_loaders import load_sem_seg_from_labels
+
+__all__ = ["CUSTOM_DATASETS_ENV", "register_sem_seg_folder", "register_sem_seg_folders_from_json"]
+
+
+def _default_colors(num_classes: int) -> List[Tuple[int, int, int]]:
+    return [tuple(int(v) for v in c) for c in voc_colormap(num_classes)]
+
+
+def _load(name: str, image_root: str, label_root: str, image_ext: str, label_ext: str) -> List[Dict]:
+    try:
+        return load_sem_seg_from_labels(label_root, image_root, image_ext=image_ext, gt_ext=label_ext)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"Dataset '{name}': {e}") from e
+
+
+def register_sem_seg_folder(
+    name: str,
+    image_root: str,
+    label_root: str,
+    classes: Sequence[str],
+    *,
+    ignore_label: int = 255,
+    colors: Optional[Sequence[Sequence[int]]] = None,
+    image_ext: str = ".jpg",
+    label_ext: str = ".png",
+) -> None:
+    """Register dataset ``name``: one record per label file ``<label_root>/<stem><label_ext>``
+    with the image ``<image_root>/<stem><image_ext>`` (the builtin datasets' loader, which
+    names any label whose image is missing).
+
+    Labels are single-channel PNGs of class indices ``0..len(classes)-1``, and
+    ``ignore_label`` for unlabelled pixels (``tools/dataset_stats.py`` checks every value).
+    Sets the metadata ``stuff_classes``, ``stuff_colors``, ``ignore_label``,
+    ``evaluator_type="sem_seg"``, ``image_root`` and ``sem_seg_root``, so the dataset can be
+    used in ``DATASETS.TRAIN``/``TEST``, evaluated with Detectron2's ``SemSegEvaluator`` and
+    drawn by the demo and ``tools/browse_dataset.py``. The folders are read when the dataset
+    is first loaded (``DatasetCatalog.get``).
+
+    Args:
+        name: the new dataset's name.
+        image_root: folder of the images.
+        label_root: folder of the label PNGs (same stems as the images).
+        classes: class names, index = label value.
+        ignore_label: label value of unlabelled pixels (0..255, not a class index).
+        colors: one ``(r, g, b)`` 0..255 per class; default the PASCAL VOC palette.
+        image_ext: extension of the images (with the dot).
+        label_ext: extension of the labels (with the dot).
+    Raises:
+        ValueError: ``name`` is registered already, no/duplicate class names, a bad
+            ``ignore_label``, or colors of the wrong number or form (each names what is wrong).
+    """
+    if name in DatasetCatalog.list():
+        raise ValueError(f"register_sem_seg_folder: dataset '{name}' is already registered; pick another name")
+    classes = [str(c) for c in classes]
+    if not classes:
+        raise ValueError(f"register_sem_seg_folder('{name}'): classes is empty")
+    duplicates = sorted({c for c in classes if classes.count(c) > 1})
+    if duplicates:
+        raise ValueError(f"register_sem_seg_folder('{name}'): duplicate class names {duplicates}")
+    if not (0 <= int(ignore_label) <= 255) or int(ignore_label) < len(classes):
+        raise ValueError(
+            f"register_sem_seg_folder('{name}'): ignore_label must be in [{len(classes)}, 255] "
+            f"(after the {len(classes)} class indices), got {ignore_label}"
+        )
+    if colors is None:
+        colors = _default_colors(len(classes))
+    colors = [tuple(int(v) for v in c) for c in colors]
+    if len(colors) != len(classes):
+        raise ValueError(f"register_sem_seg_folder('{name}'): {len(colors)} colors for {len(classes)} classes")
+    bad = [c for c in colors if len(c) != 3 or not all(0 <= v <= 255 for v in c)]
+    if bad:
+        raise ValueError(f"register_sem_seg_folder('{name}'): colors must be (r, g, b) in 0..255, got {bad[0]}")
+    for ext, what in ((image_ext, "image_ext"), (label_ext, "label_ext")):
+        if not ext.startswith("."):
+            raise ValueError(f"register_sem_seg_folder('{name}'): {what} must start with '.', got {ext!r}")
+    DatasetCatalog.register(name, functools.partial(_load, name, image_root, label_root, image_ext, label_ext))
+    MetadataCatalog.get(name).set(
+        stuff_classes=classes,
+        stuff_colors=colors,
+        ignore_label=int(ignore_label),
+        evaluator_type="sem_seg",
+        image_root=image_root,
+        sem_seg_root=label_root,
+    )
+
+
+CUSTOM_DATASETS_ENV = "PANOPTIC_OCR_CUSTOM_DATASETS"
+
+
+def register_sem_seg_folders_from_json(path: str) -> List[str]:
+    """Register every dataset of a JSON file ``{name: {"image_root", "label_root", "classes",
+    optional "ignore_label", "colors", "image_ext", "label_ext"}}`` with
+    :func:`register_sem_seg_folder`; relative roots are relative to the JSON file's folder.
+    ``panoptic_ocr`` does this at import for the file named by the environment variable
+    ``PANOPTIC_OCR_CUSTOM_DATASETS``, so ``train_net.py``, the demo and the tools see them.
+
+    Returns:
+        the registered names.
+    Raises:
+        FileNotFoundError / ValueError: the file is missing, not JSON, or an entry lacks a key
+            (each names the file and the entry).
+    """
+    import json
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{CUSTOM_DATASETS_ENV}: no such file {path!r}")
+    try:
+        with open(path) as f:
+            entries = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(entries, dict):
+        raise ValueError(f"{path}: expected an object {{dataset name: {{...}}}}")
+    base = os.path.dirname(os.path.abspath(path))
+    for name, entry in entries.items():
+        missing = [k for k in ("image_root", "label_root", "classes") if k not in entry]
+        if missing:
+            raise ValueError(f"{path}: dataset '{name}' lacks {missing}")
+        options = {k: entry[k] for k in ("ignore_label", "colors", "image_ext", "label_ext") if k in entry}
+        roots = [os.path.join(base, os.path.expandvars(entry[k])) for k in ("image_root", "label_root")]
+        register_sem_seg_folder(name, roots[0], roots[1], entry["classes"], **options)
+    return list(entries)

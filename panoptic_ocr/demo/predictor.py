@@ -1,0 +1,135 @@
+"""One-image inference for the demo: Detectron2's ``DefaultPredictor`` contract on the
+project's inference model (:func:`~panoptic_ocr.modeling.inference.build_inference_model`),
+with an automatic sliding window for large images and OCR's soft object regions on request."""
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from torch import Tensor
+
+from ..modeling.inference import build_inference_model
+from ..modeling.meta_arch import OCRSemanticSegmentor
+from ..utils import object_regions
+
+__all__ = ["Predictor", "demo_metadata"]
+
+logger = logging.getLogger(__name__)
+
+
+def demo_metadata(cfg: CfgNode):
+    """Metadata (class names, colors) to draw with: the config's first test dataset's when its
+    class count matches the model's semantic head, else ``class<i>`` names."""
+    return object_regions.class_names(cfg)[1]
+
+
+class Predictor:
+    """``predictor(image) -> output dict`` for one ``[H, W, 3]`` uint8 image in
+    ``cfg.INPUT.FORMAT`` (as ``detection_utils.read_image(path, format=cfg.INPUT.FORMAT)``
+    returns it).
+
+    The image is resized as the test loader does (``INPUT.MIN_SIZE_TEST`` /
+    ``MAX_SIZE_TEST``, when > 0) and the output is at the original size: semantic models
+    return ``{"sem_seg": [K, H, W] logits}``; Panoptic-FPN also ``instances`` and
+    ``panoptic_seg``. ``MODEL.WEIGHTS`` "" keeps the random initialisation (warned).
+
+    Args:
+        cfg: the model's config.
+        max_size: semantic models segment an image (after the test resize) whose longer side
+            exceeds this in overlapping windows (``TEST.SLIDING_WINDOW.SIZE/STRIDE/BATCH_SIZE``)
+            so that memory stays bounded; 0 never does. ``TEST.SLIDING_WINDOW.ENABLED`` True
+            windows every image.
+    """
+
+    def __init__(self, cfg: CfgNode, max_size: int = 0):
+        self.cfg = cfg.clone()
+        self.cfg.freeze()
+        model = build_model(self.cfg).eval()
+        if self.cfg.MODEL.WEIGHTS:
+            DetectionCheckpointer(model).load(self.cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: the model is randomly initialised; its outputs are noise")
+        self.model = build_inference_model(self.cfg, model).eval()
+        self.metadata = demo_metadata(self.cfg)
+        self.input_format = self.cfg.INPUT.FORMAT
+        self.semantic = isinstance(self.model, OCRSemanticSegmentor)
+        self.max_size = max_size
+        sw = self.cfg.TEST.SLIDING_WINDOW
+        self._window = (tuple(sw.SIZE), tuple(sw.STRIDE), int(sw.BATCH_SIZE))
+        self._always_window = bool(sw.ENABLED)
+        self.aug = None
+        if self.cfg.INPUT.MIN_SIZE_TEST > 0:
+            self.aug = T.ResizeShortestEdge(
+                [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
+            )
+
+    @property
+    def has_regions(self) -> bool:
+        """Whether the model's head has predicted soft object regions (OCR heads)."""
+        try:
+            object_regions.region_context(self.model)
+        except ValueError:
+            return False
+        return True
+
+    def _inputs(self, image: np.ndarray) -> Dict:
+        height, width = image.shape[:2]
+        if self.aug is not None:
+            image = self.aug.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return {"image": tensor, "height": height, "width": width}
+
+    def uses_window(self, image_shape: Sequence[int]) -> bool:
+        """Whether an image of ``image_shape`` (network input, after the test resize) is
+        segmented with the sliding window."""
+        if not self.semantic:
+            return False
+        return self._always_window or (self.max_size > 0 and max(image_shape[:2]) > self.max_size)
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> Dict:
+        inputs = self._inputs(image)
+        if not self.semantic:
+            return self.model([inputs])[0]
+        before = self.model.sliding_window
+        self.model.sliding_window = self._window if self.uses_window(inputs["image"].shape[1:]) else None
+        try:
+            return self.model([inputs])[0]
+        finally:
+            self.model.sliding_window = before
+
+    @torch.no_grad()
+    def predict_with_regions(self, image: np.ndarray) -> Tuple[Dict, Tensor, Tuple[int, int]]:
+        """Output dict, soft object region logits ``[K, h, w]`` and the network input size
+        ``(H', W')`` of one image, in one whole-image forward (OCR forms its regions over all
+        pixels, so no sliding window).
+
+        Raises:
+            ValueError: the head has no predicted soft object regions.
+        """
+        inputs = self._inputs(image)
+        before = self.model.sliding_window
+        self.model.sliding_window = None
+        try:
+            logits, regions = object_regions.predict_with_regions(self.model, inputs)
+        finally:
+            self.model.sliding_window = before
+        return {"sem_seg": logits}, regions, tuple(inputs["image"].shape[1:])
+
+    def region_maps(self, regions: Tensor, network_size: Tuple[int, int], output_size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """Spatial softmax and class probability ``[K, H, W]`` of region logits at ``output_size``
+        (:func:`panoptic_ocr.utils.object_regions.region_maps`)."""
+        return object_regions.region_maps(regions, self.model.sem_seg_head.feature_stride, network_size, output_size)
+
+    def class_names(self) -> List[str]:
+        """Names of the semantic head's classes."""
+        return object_regions.class_names(self.cfg)[0]
+
+    def resolve_classes(self, requested: Optional[Sequence[str]]) -> Optional[List[int]]:
+        """Class indices of names or indices (``ValueError`` listing the valid ones)."""
+        return object_regions.resolve_classes(requested, self.class_names())
