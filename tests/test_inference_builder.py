@@ -108,3 +108,15 @@ def test_fold_batchnorm_and_channels_last_for_panoptic_fpn_keep_outputs():
         a = inference(_inputs())[0]["sem_seg"]
         b = model(_inputs())[0]["sem_seg"]
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_postprocess_skips_only_the_identity_resize():
+    from detectron2.modeling.postprocessing import sem_seg_postprocess
+
+    from panoptic_ocr.modeling.meta_arch.semantic_segmentor import postprocess_logits
+
+    logits = torch.randn(5, 40, 48)
+    for image_size, out in [((37, 45), (37, 45)), ((37, 45), (74, 90)), ((40, 48), (21, 33))]:
+        expected = sem_seg_postprocess(logits, image_size, *out)
+        got = postprocess_logits(logits, image_size, *out)
+        assert got.shape == expected.shape and torch.equal(got, expected), (image_size, out)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from ..inference import INFERENCE_DTYPES, inference_autocast, resolve_inference_dtype
 
-__all__ = ["OCRSemanticSegmentor"]
+__all__ = ["OCRSemanticSegmentor", "postprocess_logits"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -112,7 +112,7 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         for result, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
             height = input_per_image.get("height", image_size[0])
             width = input_per_image.get("width", image_size[1])
-            processed.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
+            processed.append({"sem_seg": postprocess_logits(result, image_size, height, width)})
         return processed
 
     def _segment(self, x: torch.Tensor, targets: Optional[torch.Tensor]) -> torch.Tensor:
@@ -131,7 +131,7 @@ class OCRSemanticSegmentor(SemanticSegmentor):
             h, w = image.shape[-2:]
             target = None if targets is None else targets[i, :h, :w]
             logits = self.sliding_window_logits(image, target)
-            processed.append({"sem_seg": sem_seg_postprocess(logits, (h, w), inp.get("height", h), inp.get("width", w))})
+            processed.append({"sem_seg": postprocess_logits(logits, (h, w), inp.get("height", h), inp.get("width", w))})
         return processed
 
     def sliding_window_logits(self, image: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -163,6 +163,16 @@ class OCRSemanticSegmentor(SemanticSegmentor):
                 total[:, y : y + wh, x : x + ww] += window_logits
                 count[:, y : y + wh, x : x + ww] += 1
         return (total / count)[:, :h, :w]
+
+
+def postprocess_logits(logits: torch.Tensor, image_size: Tuple[int, int], height: int, width: int) -> torch.Tensor:
+    """Detectron2's ``sem_seg_postprocess`` (crop the padding ``[K, H', W'] -> [K, h, w]``, then
+    bilinear resize to ``[K, height, width]``), without the resize when the sizes already match:
+    a same-size bilinear resize is the identity, so the result is the same, one full-resolution
+    pass cheaper (the usual case: evaluation at the loaded size)."""
+    if tuple(image_size) == (height, width):
+        return logits[:, :height, :width]
+    return sem_seg_postprocess(logits, image_size, height, width)
 
 
 def _window_starts(size: int, window: int, stride: int) -> List[int]:
