@@ -4,19 +4,24 @@
     python train_net.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python train_net.py --config-file ... --num-gpus 2   # 2 processes; gloo on CPU-only machines
+    python train_net.py ... --num-machines 2 --machine-rank 0 --dist-url tcp://HOST:PORT  # docs/distributed.md
 """
+import argparse
 import logging
 import os
+from datetime import timedelta
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from panoptic_ocr import add_ocr_config
 from panoptic_ocr.engine import PanopticSummaryHook, PredictionOverlayHook, Trainer, adapt_config_to_device
+from panoptic_ocr.engine.checkpoint import load_inference_weights
+from panoptic_ocr.engine.checks import check_model_matches_datasets
 
 
 def setup(args):
@@ -41,11 +46,17 @@ def main(args):
 
 
 def evaluate_only(cfg, resume: bool = False):
-    """Evaluate ``MODEL.WEIGHTS`` (the last checkpoint of ``OUTPUT_DIR`` with ``resume``), with
-    TTA when ``TEST.AUG.ENABLED``; check ``TEST.EXPECTED_RESULTS``; then the overlays and the
-    panoptic summary of the trainer's hooks. Returns the results (``Trainer.test``'s layout)."""
+    """Evaluate ``MODEL.WEIGHTS`` (the newest checkpoint of ``OUTPUT_DIR`` that loads, with
+    ``resume``), with TTA when ``TEST.AUG.ENABLED``; check ``TEST.EXPECTED_RESULTS``; then the
+    overlays and the panoptic summary of the trainer's hooks. Returns the results
+    (``Trainer.test``'s layout).
+
+    Before any inference: the model's class counts must match the test datasets'
+    (:func:`check_model_matches_datasets`) and every tensor of the weights must fit the model
+    (:func:`load_inference_weights`; no fine-tuning-style skipping at evaluation)."""
+    check_model_matches_datasets(cfg)
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    load_inference_weights(model, cfg.MODEL.WEIGHTS, save_dir=cfg.OUTPUT_DIR, resume=resume)
     results = Trainer.test(cfg, model)
     if cfg.TEST.AUG.ENABLED:
         results.update(Trainer.test_with_TTA(cfg, model))
@@ -56,8 +67,19 @@ def evaluate_only(cfg, resume: bool = False):
     return results
 
 
+def argument_parser() -> argparse.ArgumentParser:
+    """Detectron2's ``default_argument_parser`` plus ``--dist-timeout``."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--dist-timeout", type=float, default=DEFAULT_TIMEOUT.total_seconds(),
+        help="seconds a process waits for the others (rendezvous, collectives) before it fails "
+        f"(default: Detectron2's {DEFAULT_TIMEOUT.total_seconds():.0f})",
+    )
+    return parser
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,
@@ -66,4 +88,5 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        timeout=timedelta(seconds=args.dist_timeout),
     )

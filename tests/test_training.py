@@ -134,7 +134,7 @@ def test_trainer_leaves_detectron2s_create_ddp_model_alone(tmp_path):
     assert d2_defaults.create_ddp_model is original
     # What DefaultTrainer.__init__ builds is there.
     assert trainer.checkpointer.save_dir == str(tmp_path) and trainer.max_iter == 1
-    assert trainer.scheduler.__class__.__name__ == "WarmupPolyLR" and trainer.optimizer is not None
+    assert trainer.scheduler.__class__.__name__ == "LRMultiplier" and trainer.optimizer is not None  # resumable WarmupPolyLR
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Trainer hooks of the project: evaluation results that stay readable, prediction overlays and the
-panoptic summary table.
+"""Trainer hooks of the project: evaluation results that stay readable, prediction overlays, the
+panoptic summary table, and (tests only) a hook that kills the process at a chosen iteration.
 
 The overlay and summary hooks act in ``after_train`` of a finished training; their
 :meth:`PredictionOverlayHook.save` and :meth:`PanopticSummaryHook.log` do the same work without a
@@ -17,8 +17,10 @@ from detectron2.utils import comm
 
 from ..evaluation.panoptic_summary import format_panoptic_summary
 from ..utils import save_prediction_overlays
+from .checkpoint import FAULT_ENV, kill_self, fault_requested
 
 __all__ = [
+    "FaultInjectionHook",
     "PanopticSummaryHook",
     "PredictionOverlayHook",
     "RecordingEvalHook",
@@ -131,3 +133,15 @@ class PanopticSummaryHook(HookBase):
     def after_train(self):
         if training_finished(self.trainer):
             self.log(merge_eval_results(self.sources))
+
+
+class FaultInjectionHook(HookBase):
+    """Test-only: SIGKILL this process after the iteration that ``$PANOPTIC_OCR_FAULT`` names
+    (``after_iter:<i>[@<rank>]``, see :data:`panoptic_ocr.engine.checkpoint.FAULT_ENV`), after
+    the hooks before it (e.g. the periodic checkpointer) ran. :class:`~panoptic_ocr.engine.Trainer`
+    registers it only when the variable is set."""
+
+    def after_step(self):
+        if fault_requested("after_iter", str(self.trainer.iter)):
+            logger.warning("%s: after iteration %d", FAULT_ENV, self.trainer.iter)
+            kill_self()

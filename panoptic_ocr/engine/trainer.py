@@ -1,31 +1,28 @@
-"""The project's ``DefaultTrainer``: evaluators, data loaders, LR schedule, CPU DDP, and the
-hooks of :mod:`panoptic_ocr.engine.hooks` (kept evaluation results, overlays, panoptic summary)."""
+"""The project's ``DefaultTrainer``: evaluators that check their ground truth, data loaders, the
+poly LR schedule of :mod:`.lr_scheduler`, CPU DDP, bfloat16 autocast on CPU, the crash-safe
+checkpointer of :mod:`.checkpoint`, the model/dataset check of :mod:`.checks`, and the hooks of
+:mod:`panoptic_ocr.engine.hooks` (kept evaluation results, overlays, panoptic summary)."""
 import logging
 import os
+import time
 import weakref
 from collections import OrderedDict
 from typing import List, Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import DatasetMapper
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.engine import hooks as d2_hooks
-from detectron2.evaluation import (
-    COCOEvaluator,
-    COCOPanopticEvaluator,
-    DatasetEvaluator,
-    DatasetEvaluators,
-    SemSegEvaluator,
-    verify_results,
-)
-from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, verify_results
+from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data import SemanticDatasetMapper, ensure_dataset_available
 from ..evaluation import (
+    CheckedCOCOPanopticEvaluator,
+    CheckedSemSegEvaluator,
     CityscapesOfficialSemSegEvaluator,
     COCOPanopticSubmissionWriter,
     build_submission_writer,
@@ -33,9 +30,12 @@ from ..evaluation import (
 )
 from ..modeling.inference import build_inference_model
 from ..test_time_augmentation import SemanticSegmentorWithTTA
-from .hooks import PanopticSummaryHook, PredictionOverlayHook, RecordingEvalHook, merge_eval_results
+from .checkpoint import FAULT_ENV, ProjectCheckpointer, trim_metrics_for_resume
+from .checks import check_model_matches_datasets
+from .hooks import FaultInjectionHook, PanopticSummaryHook, PredictionOverlayHook, RecordingEvalHook, merge_eval_results
+from .lr_scheduler import build_lr_scheduler
 
-__all__ = ["Trainer", "build_evaluator", "wrap_for_distributed"]
+__all__ = ["CPUAMPTrainer", "Trainer", "build_evaluator", "wrap_for_distributed"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,24 +50,52 @@ def wrap_for_distributed(model: torch.nn.Module) -> torch.nn.Module:
     return create_ddp_model(model, broadcast_buffers=False)
 
 
+class CPUAMPTrainer(SimpleTrainer):
+    """``SimpleTrainer`` whose forward pass runs under ``torch.autocast("cpu", torch.bfloat16)``
+    (``SOLVER.AMP.ENABLED`` on CPU; Detectron2's ``AMPTrainer`` needs CUDA). bfloat16 has
+    float32's exponent range, so no gradient scaler is needed; weights, gradients and the
+    optimizer stay float32. The losses are summed in float32."""
+
+    def run_step(self):
+        assert self.model.training, "[CPUAMPTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        if self.zero_grad_before_forward:
+            self.optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss_dict = self.model(data)
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        loss_dict = {k: v.float() for k, v in loss_dict.items()}
+        losses = sum(loss_dict.values())
+        if not self.zero_grad_before_forward:
+            self.optimizer.zero_grad()
+        losses.backward()
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
 def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
-    """Evaluators chosen by the dataset's ``evaluator_type`` metadata."""
+    """Evaluators chosen by the dataset's ``evaluator_type`` metadata; the semantic and panoptic
+    ones check every ground-truth file they read (:mod:`panoptic_ocr.evaluation.checked_evaluators`)."""
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     evaluators: List[DatasetEvaluator] = []
     if evaluator_type == "sem_seg":
-        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
     elif evaluator_type == "cityscapes_sem_seg":  # Detectron2's builtin cityscapes_fine_sem_seg_*
-        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
         if cityscapesscripts_available():
             evaluators.append(CityscapesOfficialSemSegEvaluator(dataset_name))
     elif evaluator_type == "sem_seg_submission":  # test splits without public labels
         evaluators.append(build_submission_writer(dataset_name, os.path.join(output_folder, "submission")))
     elif evaluator_type == "coco_panoptic_seg":
-        evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+        evaluators.append(CheckedCOCOPanopticEvaluator(dataset_name, output_folder))
         if MetadataCatalog.get(dataset_name).get("sem_seg_root", None):
-            evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+            evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
         if MetadataCatalog.get(dataset_name).get("json_file", None):
             # Without detectron2._C the fast COCO eval is absent; ask for pycocotools directly.
             evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False))
@@ -101,25 +129,30 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        """Build what ``DefaultTrainer.__init__`` builds (model, optimizer, train loader, the
-        SGD/AMP loop, LR scheduler, checkpointer, hooks), the model wrapped by
-        :func:`wrap_for_distributed` so that several CPU processes work too."""
+        """Check that the model's class counts match every dataset's
+        (:func:`~panoptic_ocr.engine.checks.check_model_matches_datasets`), then build what
+        ``DefaultTrainer.__init__`` builds (model, optimizer, train loader, the SGD/AMP loop, LR
+        scheduler, checkpointer, hooks), the model wrapped by :func:`wrap_for_distributed` so
+        that several CPU processes work too. ``SOLVER.AMP.ENABLED`` uses Detectron2's
+        ``AMPTrainer`` on CUDA and :class:`CPUAMPTrainer` (bfloat16) on CPU."""
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()  # as DefaultTrainer: Detectron2's logger when nobody set one up
+        check_model_matches_datasets(cfg)
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
 
         # Built in DefaultTrainer's order: the optimizer needs the unwrapped model.
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
+        on_cpu = next(model.parameters()).device.type == "cpu"
         model = wrap_for_distributed(model)
-        loop = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        loop = (CPUAMPTrainer if on_cpu else AMPTrainer) if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         # DefaultTrainer's model/optimizer/data_loader properties and run_step read _trainer.
         self._trainer = loop(model, data_loader, optimizer)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = ProjectCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -128,19 +161,48 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         """Detectron2's default hooks, its ``EvalHook`` replaced by a :class:`RecordingEvalHook`
-        (same period), followed by the TTA evaluation (``TEST.AUG.ENABLED``), the
+        (same period) and its ``PeriodicCheckpointer`` moved after the ``PeriodicWriter``, followed by the TTA evaluation (``TEST.AUG.ENABLED``), the
         :class:`PredictionOverlayHook` and the :class:`PanopticSummaryHook`."""
         cfg = self.cfg
         evaluation = RecordingEvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model))
         self._eval_hooks = [evaluation]
         if cfg.TEST.AUG.ENABLED:
             self._eval_hooks.append(RecordingEvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model)))
-        ret = []
+        ret, checkpointers = [], []
         for hook in super().build_hooks():
-            ret.extend(self._eval_hooks if isinstance(hook, d2_hooks.EvalHook) else [hook])
+            if isinstance(hook, d2_hooks.PeriodicCheckpointer):
+                checkpointers.append(hook)
+            else:
+                ret.extend(self._eval_hooks if isinstance(hook, d2_hooks.EvalHook) else [hook])
+        # The checkpointer runs after the writers: an iteration's metrics are written before its
+        # checkpoint, so a run killed in between resumes before them and writes them again
+        # (trim_metrics_for_resume cuts the first copy); in Detectron2's order they would be lost.
+        ret.extend(checkpointers)
         ret.append(PredictionOverlayHook(cfg, type(self).build_test_loader))
         ret.append(PanopticSummaryHook(cfg, self._eval_hooks))
+        if os.environ.get(FAULT_ENV):  # fault-injection tests only
+            ret.append(FaultInjectionHook())
         return ret
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """As ``DefaultTrainer.resume_or_load``, with :class:`ProjectCheckpointer`'s resume (the
+        newest checkpoint that loads; corrupt ones are skipped with a warning, none is deleted).
+        A resumed run continues at the iteration after the checkpoint's, on the schedule of the
+        config's ``SOLVER.MAX_ITER``; ``metrics.json`` entries from that iteration on (written by
+        the interrupted run after its checkpoint) are moved to a backup
+        (:func:`~panoptic_ocr.engine.checkpoint.trim_metrics_for_resume`), so the file reads as
+        one uninterrupted run."""
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.resumed_from is not None:
+            self.start_iter = self.iter + 1
+            if isinstance(self.scheduler, LRMultiplier):
+                # The optimizer's saved LRs are those of the old schedule; use this config's.
+                lrs = self.scheduler.get_lr()
+                for group, lr in zip(self.optimizer.param_groups, lrs):
+                    group["lr"] = lr
+                self.scheduler._last_lr = lrs
+            if comm.is_main_process():
+                trim_metrics_for_resume(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
 
     @property
     def last_eval_results(self) -> Optional[OrderedDict]:
@@ -200,5 +262,6 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
-        # Adds "WarmupPolyLR" (the paper's poly schedule) to Detectron2's schedulers.
-        return build_deeplab_lr_scheduler(cfg, optimizer)
+        """"WarmupPolyLR" (the paper's poly schedule) as a resumable ``LRMultiplier``
+        (:func:`~panoptic_ocr.engine.lr_scheduler.build_lr_scheduler`), else Detectron2's."""
+        return build_lr_scheduler(cfg, optimizer)

@@ -1,5 +1,7 @@
-"""Evaluators of panoptic_ocr: test-set submission writers and Cityscapes' official scoring."""
+"""Evaluators of panoptic_ocr: ground-truth-checking semantic/panoptic evaluators, test-set
+submission writers and Cityscapes' official scoring."""
 
+from .checked_evaluators import CheckedCOCOPanopticEvaluator, CheckedSemSegEvaluator, GroundTruthError
 from .cityscapes_evaluation import CityscapesOfficialSemSegEvaluator, cityscapesscripts_available
 from .panoptic_submission import COCOPanopticSubmissionWriter, submission_name
 from .submission import (
@@ -11,6 +13,9 @@ from .submission import (
 )
 
 __all__ = [
+    "CheckedCOCOPanopticEvaluator",
+    "CheckedSemSegEvaluator",
+    "GroundTruthError",
     "ADE20KSubmissionWriter",
     "COCOPanopticSubmissionWriter",
     "CityscapesOfficialSemSegEvaluator",

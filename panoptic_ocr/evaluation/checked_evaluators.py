@@ -1,0 +1,115 @@
+"""Detectron2's semantic and COCO panoptic evaluators, with the ground-truth checks of training.
+
+Every ground-truth file an evaluator reads is checked before it counts towards a metric, so a
+bad file stops the evaluation with an error naming it (and, being raised in ``process``, before
+``evaluate`` writes any metric):
+
+* :class:`CheckedSemSegEvaluator`: at construction, every label file of the dataset exists; per
+  image, the label is single-channel, has the image's size and holds only class ids in
+  ``[0, len(stuff_classes))`` or the ignore value (the mapper's
+  :func:`~panoptic_ocr.data.dataset_mappers.semantic_dataset_mapper.check_label_values`).
+  Without it, a label of another size died in numpy's ``operands could not be broadcast together``
+  and a value of 200 in a 150-class label silently gave a wrong mIoU.
+* :class:`CheckedCOCOPanopticEvaluator`: at construction, the panoptic JSON's segments (unique
+  ids, known categories: the COCO panoptic loader's
+  :func:`~panoptic_ocr.data.datasets.register_coco_panoptic.check_panoptic_segments`); per image,
+  its annotation exists, its PNG exists, has the image's size and holds exactly the segment ids of
+  its ``segments_info``.
+"""
+import os
+from typing import Dict, List, Tuple
+
+import numpy as np
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOPanopticEvaluator, SemSegEvaluator
+
+from ..data.dataset_mappers.semantic_dataset_mapper import read_semantic_label
+from ..data.datasets.register_coco_panoptic import (
+    check_panoptic_ids,
+    check_panoptic_segments,
+    read_panoptic_json,
+    read_panoptic_png,
+)
+
+__all__ = ["CheckedCOCOPanopticEvaluator", "CheckedSemSegEvaluator", "GroundTruthError"]
+
+
+class GroundTruthError(ValueError):
+    """A ground-truth file read at evaluation is missing or invalid; the message names it."""
+
+
+def _size_error(what: str, gt_file: str, gt_shape: Tuple[int, int], image: str, height: int, width: int) -> GroundTruthError:
+    return GroundTruthError(
+        f"{what} '{gt_file}' is {gt_shape[1]}x{gt_shape[0]} but its image '{image}' is {width}x{height} (WxH)"
+    )
+
+
+class CheckedSemSegEvaluator(SemSegEvaluator):
+    """``SemSegEvaluator`` that checks every label it reads (see the module docstring).
+
+    Raises (from the constructor):
+        FileNotFoundError: a label file of the dataset is missing (names it and how many are).
+    """
+
+    def __init__(self, dataset_name: str, distributed: bool = True, output_dir: str = None):
+        self._checked: Dict[str, np.ndarray] = {}
+        super().__init__(dataset_name, distributed=distributed, output_dir=output_dir, sem_seg_loading_fn=self._checked_label)
+        missing = [f for f in self.input_file_to_gt_file.values() if not os.path.isfile(f)]
+        if missing:
+            raise FileNotFoundError(
+                f"Label file '{missing[0]}' of dataset '{dataset_name}' does not exist "
+                f"({len(missing)} of {len(self.input_file_to_gt_file)} label files are missing)"
+            )
+
+    def _checked_label(self, file_name: str, dtype=int) -> np.ndarray:
+        return self._checked.pop(file_name).astype(dtype)
+
+    def process(self, inputs: List[Dict], outputs: List) -> None:
+        """Check the labels of ``inputs`` (size against the input's ``height``/``width``, values),
+        then count them as ``SemSegEvaluator`` does."""
+        try:
+            for record in inputs:
+                gt_file = self.input_file_to_gt_file.get(record["file_name"])
+                if gt_file is None:
+                    raise GroundTruthError(f"Image '{record['file_name']}' has no label in dataset '{self._dataset_name}'")
+                label = read_semantic_label(gt_file, self._num_classes, self._ignore_label)
+                if label.shape != (record["height"], record["width"]):
+                    raise _size_error("Label file", gt_file, label.shape, record["file_name"], record["height"], record["width"])
+                self._checked[gt_file] = label
+            super().process(inputs, outputs)
+        finally:
+            self._checked.clear()
+
+
+class CheckedCOCOPanopticEvaluator(COCOPanopticEvaluator):
+    """``COCOPanopticEvaluator`` that checks the panoptic ground truth (see the module docstring).
+
+    Raises (from the constructor):
+        FileNotFoundError: the panoptic JSON is missing.
+        ValueError: a segment of the JSON is invalid (names the JSON, image, segment, category).
+    """
+
+    def __init__(self, dataset_name: str, output_dir: str = None):
+        super().__init__(dataset_name, output_dir)
+        meta = MetadataCatalog.get(dataset_name)
+        self._gt_json = meta.panoptic_json
+        self._gt_root = meta.panoptic_root
+        data = read_panoptic_json(self._gt_json)
+        check_panoptic_segments(data, self._gt_json, meta.as_dict())
+        self._gt_annotations = {ann["image_id"]: ann for ann in data["annotations"]}
+
+    def process(self, inputs: List[Dict], outputs: List) -> None:
+        for record in inputs:
+            ann = self._gt_annotations.get(record["image_id"])
+            if ann is None:
+                raise GroundTruthError(
+                    f"Image '{record['file_name']}' (image id {record['image_id']}) has no annotation in '{self._gt_json}'"
+                )
+            png = os.path.join(self._gt_root, ann["file_name"])
+            if not os.path.isfile(png):
+                raise FileNotFoundError(f"Panoptic PNG '{png}' listed in '{self._gt_json}' does not exist")
+            ids = read_panoptic_png(png)
+            if ids.shape != (record["height"], record["width"]):
+                raise _size_error("Panoptic PNG", png, ids.shape, record["file_name"], record["height"], record["width"])
+            check_panoptic_ids(np.unique(ids), ann["segments_info"], png)
+        super().process(inputs, outputs)
