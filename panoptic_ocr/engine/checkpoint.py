@@ -154,7 +154,7 @@ def _check_loaded(path: str, loaded: Any) -> None:
     if not isinstance(model, dict) or not model:
         raise WeightFileError(
             path, "wrong format",
-            f"it holds a {type(loaded).__name__} without a state dict (expected a dict with 'model', or a state dict "
+            f"it holds a {type(model if isinstance(loaded, dict) and 'model' in loaded else loaded).__name__} without a state dict (expected a dict with 'model', or a state dict "
             "of tensors, as torch.save(model.state_dict()) writes)",
         )
     bad = [k for k, v in model.items() if not (torch.is_tensor(v) or hasattr(v, "shape"))]
