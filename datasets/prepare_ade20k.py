@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Convert ADE20K (SceneParsing) annotations to the labels Detectron2's ade20k_sem_seg_* read.
 
-    python datasets/prepare_ade20k.py              # $DETECTRON2_DATASETS/ADEChallengeData2016
-    python datasets/prepare_ade20k.py --root /data/ADEChallengeData2016 --overwrite
+    .venv/bin/python datasets/prepare_ade20k.py              # $DETECTRON2_DATASETS/ADEChallengeData2016
+    .venv/bin/python datasets/prepare_ade20k.py --root /data/ADEChallengeData2016 --overwrite
 
 Reads   <root>/annotations/{training,validation}/ADE_*.png   (0 = other, 1..150 = classes)
         <root>/images/{training,validation}/ADE_*.jpg         (for the size check)
@@ -15,11 +15,15 @@ unreadable, of another size than its image, or holds a value above 150.
 import sys
 from pathlib import Path
 
+if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from panoptic_ocr.data.label_files import (
     IGNORE_LABEL,
     LabelLUT,
     convert_splits,
     exit_on_error,
+    missing_split_error,
     prepare_argument_parser,
     read_label_png,
 )
@@ -40,9 +44,8 @@ def main(argv=None) -> int:
         for split in args.splits:
             src_dir = root / "annotations" / split
             if not src_dir.is_dir():
-                raise FileNotFoundError(
-                    f"'{src_dir}' does not exist: see datasets/README.md for the expected tree"
-                )
+                present = [s for s in SPLITS if (root / "annotations" / s).is_dir()]
+                raise missing_split_error(split, src_dir, present, SPLITS)
             out_dir = root / "annotations_detectron2" / split
             outputs.append(out_dir)
             jobs[split] = [

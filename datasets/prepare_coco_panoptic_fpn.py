@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Make the stuff-only labels that Detectron2's coco_2017_*_panoptic_separated (Panoptic-FPN) read.
 
-    python datasets/prepare_coco_panoptic_fpn.py              # $DETECTRON2_DATASETS/coco
-    python datasets/prepare_coco_panoptic_fpn.py --root /data/coco --splits val --workers 8
+    .venv/bin/python datasets/prepare_coco_panoptic_fpn.py              # $DETECTRON2_DATASETS/coco
+    .venv/bin/python datasets/prepare_coco_panoptic_fpn.py --root /data/coco --splits val --workers 8
 
 Reads   <root>/annotations/panoptic_{train,val}2017.json        (segments_info, categories)
         <root>/panoptic_{train,val}2017/*.png                   (RGB, id = R + 256 G + 256^2 B)
@@ -15,14 +15,28 @@ empty (unless --overwrite), if a segment's category is not one of the 133 COCO p
 or if a PNG's ids differ from its segments_info.
 """
 
+import os
 import sys
 from pathlib import Path
 
+if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from panoptic_ocr.data.coco_panoptic_stuff import PanopticStuffSplit, write_panoptic_stuff_labels
-from panoptic_ocr.data.label_files import exit_on_error, prepare_argument_parser
+from panoptic_ocr.data.datasets.register_coco_panoptic import read_panoptic_json
+from panoptic_ocr.data.label_files import AlreadyPrepared, exit_on_error, prepare_argument_parser
 
 SPLIT_FOLDERS = {"train": "train2017", "val": "val2017", "val_100": "val2017_100"}
 DEFAULT_SPLITS = ("train", "val")
+
+
+def _finished(job: PanopticStuffSplit) -> bool:
+    """Whether ``job.output_dir`` holds the stuff label of every annotation of its JSON."""
+    if not os.path.isdir(job.output_dir):
+        return False
+    present = set(os.listdir(job.output_dir))
+    annotations = read_panoptic_json(job.panoptic_json)["annotations"]
+    return bool(annotations) and all(os.path.splitext(a["file_name"])[0] + ".png" in present for a in annotations)
 
 
 def main(argv=None) -> int:
@@ -57,6 +71,11 @@ def main(argv=None) -> int:
                 PanopticStuffSplit(
                     str(panoptic_json), str(panoptic_root), str(root / f"panoptic_stuff_{folder}")
                 )
+            )
+        if not args.overwrite and all(_finished(job) for job in jobs):
+            raise AlreadyPrepared(
+                f"Already prepared: every stuff label of {', '.join(splits)} exists; nothing to do. "
+                "Pass --overwrite to convert again."
             )
         counts = write_panoptic_stuff_labels(jobs, overwrite=args.overwrite, workers=args.workers)
         return f"Wrote stuff labels: {counts}"

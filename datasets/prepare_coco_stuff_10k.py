@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Convert COCO-Stuff-10K (v1.1) .mat labels to the 171 classes of coco_stuff_10k_sem_seg_*.
 
-    python datasets/prepare_coco_stuff_10k.py          # $DETECTRON2_DATASETS/coco_stuff_10k
-    python datasets/prepare_coco_stuff_10k.py --root /data/cocostuff-10k --overwrite
+    .venv/bin/python datasets/prepare_coco_stuff_10k.py          # $DETECTRON2_DATASETS/coco_stuff_10k
+    .venv/bin/python datasets/prepare_coco_stuff_10k.py --root /data/cocostuff-10k --overwrite
 
 Reads   <root>/imageLists/{train,test}.txt     image names without extension (9000 / 1000)
         <root>/annotations/<name>.mat          field S: 0 = unlabeled, 1..182 = ids of labels.txt
@@ -16,6 +16,9 @@ missing, unreadable, of another size than its image, or holds a value above 182.
 import functools
 import sys
 from pathlib import Path
+
+if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoptic_ocr.data.datasets.register_coco_stuff_10k import coco_stuff_182_to_171
 from panoptic_ocr.data.label_files import (

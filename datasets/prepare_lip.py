@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Check and convert LIP (single-person human parsing) labels for lip_sem_seg_{train,val}.
 
-    python datasets/prepare_lip.py                  # $DETECTRON2_DATASETS/lip
-    python datasets/prepare_lip.py --root /data/lip --overwrite
+    .venv/bin/python datasets/prepare_lip.py                  # $DETECTRON2_DATASETS/lip
+    .venv/bin/python datasets/prepare_lip.py --root /data/lip --overwrite
 
 Reads   <root>/TrainVal_parsing_annotations/{train,val}_segmentations/*.png
                                                         (0..19, 0 = background)
@@ -16,11 +16,15 @@ The released values are kept (background 0 is a class); the conversion makes eve
 import sys
 from pathlib import Path
 
+if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from panoptic_ocr.data.datasets.register_lip import LIP_CATEGORIES
 from panoptic_ocr.data.label_files import (
     LabelLUT,
     convert_splits,
     exit_on_error,
+    missing_split_error,
     prepare_argument_parser,
     read_label_png,
 )
@@ -39,9 +43,8 @@ def main(argv=None) -> int:
         for split in args.splits:
             src_dir = root / "TrainVal_parsing_annotations" / f"{split}_segmentations"
             if not src_dir.is_dir():
-                raise FileNotFoundError(
-                    f"'{src_dir}' does not exist: see datasets/README.md for the expected tree"
-                )
+                present = [s for s in SPLITS if (root / "TrainVal_parsing_annotations" / f"{s}_segmentations").is_dir()]
+                raise missing_split_error(split, src_dir, present, SPLITS)
             image_dir = root / "TrainVal_images" / f"{split}_images"
             out_dir = root / "annotations_detectron2" / split
             outputs.append(out_dir)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Convert PASCAL-Context's 459-label release to the 59-class labels of pascal_context_59_sem_seg_*.
 
-    python datasets/prepare_pascal_context.py          # $DETECTRON2_DATASETS/VOCdevkit/VOC2010
-    python datasets/prepare_pascal_context.py --root /data/VOCdevkit/VOC2010 --overwrite
+    .venv/bin/python datasets/prepare_pascal_context.py          # $DETECTRON2_DATASETS/VOCdevkit/VOC2010
+    .venv/bin/python datasets/prepare_pascal_context.py --root /data/VOCdevkit/VOC2010 --overwrite
 
 Reads   <root>/ImageSets/Main/{train,val}.txt     VOC2010 image ids (4998 / 5105)
         <root>/trainval/<id>.mat                  PASCAL-Context trainval.tar.gz: field LabelMap,
@@ -17,6 +17,9 @@ missing, unreadable, of another size than its image, or holds a value above 459.
 import functools
 import sys
 from pathlib import Path
+
+if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoptic_ocr.data.datasets.register_pascal_context import pascal_context_459_to_59
 from panoptic_ocr.data.label_files import (

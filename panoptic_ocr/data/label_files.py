@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..utils.safe_write import OutputExistsError, PendingOutputs, output_exists
 
 __all__ = [
+    "AlreadyPrepared",
     "IGNORE_LABEL",
     "LabelConversionError",
     "LabelLUT",
@@ -36,6 +37,7 @@ __all__ = [
     "convert_pairs",
     "convert_splits",
     "exit_on_error",
+    "missing_split_error",
     "image_size",
     "read_label_mat",
     "read_label_png",
@@ -49,6 +51,21 @@ PathLike = Union[str, os.PathLike]
 
 class LabelConversionError(ValueError):
     """A source file is missing, unreadable or invalid; the message names the file."""
+
+
+class AlreadyPrepared(Exception):
+    """Every output of a prepare step exists already: nothing to do (exit status 0, not an error).
+    The message says what is there and how to convert again."""
+
+
+def missing_split_error(split: str, path: PathLike, present: Sequence[str], all_splits: Sequence[str]) -> FileNotFoundError:
+    """The error for a requested split whose source folder ``path`` is missing: names it, the
+    splits found (``present``) and the ``--splits`` line that converts only those."""
+    if present:
+        hint = f"found only {', '.join(present)}: convert those with --splits {' '.join(present)}"
+    else:
+        hint = f"none of the splits {', '.join(all_splits)} was found"
+    return FileNotFoundError(f"Split '{split}': '{path}' does not exist; {hint} (see datasets/README.md for the expected tree)")
 
 
 class LabelLUT:
@@ -255,12 +272,16 @@ def convert_splits(
     Returns:
         the number of labels written per split.
     Raises:
-        OutputExistsError: (a ``FileExistsError``) an output exists and ``overwrite`` is False.
+        AlreadyPrepared: every output file exists and ``overwrite`` is False (a finished run).
+        OutputExistsError: (a ``FileExistsError``) some outputs exist and ``overwrite`` is False.
         LabelConversionError: a split has no label, or a file is missing or invalid.
     """
     for split, jobs in jobs_by_split.items():
         if not jobs:
             raise LabelConversionError(f"Split '{split}' has no label file to convert")
+    if not overwrite and all(os.path.isfile(dst) for jobs in jobs_by_split.values() for _, _, dst in jobs):
+        counts = {split: len(jobs) for split, jobs in jobs_by_split.items()}
+        raise AlreadyPrepared(f"Already prepared: every output exists ({counts}); nothing to do. Pass --overwrite to convert again.")
     check_outputs_absent(outputs, overwrite)
     with PendingWrites(overwrite=overwrite) as writer:
         return {
@@ -285,9 +306,13 @@ def prepare_argument_parser(
 
 
 def exit_on_error(run: Callable[[], str]) -> int:
-    """Run a prepare script's body; print its summary (exit status 0) or its error (status 1)."""
+    """Run a prepare script's body; print its summary (exit status 0), the message of a finished
+    step (:class:`AlreadyPrepared`, status 0) or its error (status 1)."""
     try:
         summary = run()
+    except AlreadyPrepared as e:
+        print(e)
+        return 0
     except (LabelConversionError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
