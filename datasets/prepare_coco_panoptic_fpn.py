@@ -31,12 +31,21 @@ DEFAULT_SPLITS = ("train", "val")
 
 
 def _finished(job: PanopticStuffSplit) -> bool:
-    """Whether ``job.output_dir`` holds the stuff label of every annotation of its JSON."""
+    """Whether ``job.output_dir`` holds the stuff label of every annotation of its JSON, none
+    older than the JSON or its panoptic PNG."""
     if not os.path.isdir(job.output_dir):
         return False
-    present = set(os.listdir(job.output_dir))
     annotations = read_panoptic_json(job.panoptic_json)["annotations"]
-    return bool(annotations) and all(os.path.splitext(a["file_name"])[0] + ".png" in present for a in annotations)
+    json_time = os.path.getmtime(job.panoptic_json)
+    for ann in annotations:
+        out = os.path.join(job.output_dir, os.path.splitext(ann["file_name"])[0] + ".png")
+        src = os.path.join(job.panoptic_root, ann["file_name"])
+        try:
+            if os.path.getmtime(out) < max(json_time, os.path.getmtime(src)):
+                return False
+        except OSError:
+            return False
+    return bool(annotations)
 
 
 def main(argv=None) -> int:

@@ -177,8 +177,8 @@ def test_prepare_script_refuses_to_overwrite(coco, capsys):
     assert script.main(["--root", str(coco)]) == 0  # only val exists: the default takes it
     out = coco / "panoptic_stuff_val2017" / "000000142238.png"
     first = _read_label(out)
-    assert script.main(["--root", str(coco), "--splits", "val"]) == 1
-    assert "already exists" in capsys.readouterr().err
+    assert script.main(["--root", str(coco), "--splits", "val"]) == 0  # finished: a no-op
+    assert "Already prepared" in capsys.readouterr().out
     assert script.main(["--root", str(coco), "--splits", "val", "--overwrite"]) == 0
     np.testing.assert_array_equal(_read_label(out), first)
     assert not [p for p in coco.iterdir() if p.name.startswith(".")]

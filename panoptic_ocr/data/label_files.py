@@ -272,14 +272,15 @@ def convert_splits(
     Returns:
         the number of labels written per split.
     Raises:
-        AlreadyPrepared: every output file exists and ``overwrite`` is False (a finished run).
+        AlreadyPrepared: every output file exists, none is older than its source, and
+            ``overwrite`` is False (a finished run; a changed source makes it an OutputExistsError).
         OutputExistsError: (a ``FileExistsError``) some outputs exist and ``overwrite`` is False.
         LabelConversionError: a split has no label, or a file is missing or invalid.
     """
     for split, jobs in jobs_by_split.items():
         if not jobs:
             raise LabelConversionError(f"Split '{split}' has no label file to convert")
-    if not overwrite and all(os.path.isfile(dst) for jobs in jobs_by_split.values() for _, _, dst in jobs):
+    if not overwrite and all(_up_to_date(src, dst) for jobs in jobs_by_split.values() for src, _, dst in jobs):
         counts = {split: len(jobs) for split, jobs in jobs_by_split.items()}
         raise AlreadyPrepared(f"Already prepared: every output exists ({counts}); nothing to do. Pass --overwrite to convert again.")
     check_outputs_absent(outputs, overwrite)
@@ -288,6 +289,14 @@ def convert_splits(
             split: convert_pairs(jobs, read_label, lut, writer, desc=split)
             for split, jobs in jobs_by_split.items()
         }
+
+
+def _up_to_date(source: PathLike, output: PathLike) -> bool:
+    """Whether ``output`` exists and is not older than ``source`` (a finished conversion of it)."""
+    try:
+        return os.path.getmtime(output) >= os.path.getmtime(source)
+    except OSError:
+        return False
 
 
 def prepare_argument_parser(
