@@ -217,7 +217,11 @@ class ProjectCheckpointer(DetectionCheckpointer):
         if path and "://" not in path and not os.path.isfile(path):
             check_weight_file(path)  # raises "missing"
         self._loading = path
-        return super().load(path, *args, **kwargs)
+        try:
+            return super().load(path, *args, **kwargs)
+        except BaseException:
+            self._parsed_url_during_load = None  # Detectron2 resets it only after a successful load
+            raise
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:
