@@ -7,27 +7,22 @@
     python train_net.py ... --num-machines 2 --machine-rank 0 --dist-url tcp://HOST:PORT  # docs/distributed.md
 """
 import argparse
-import logging
-import os
 from datetime import timedelta
 
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from panoptic_ocr import add_ocr_config
-from panoptic_ocr.engine import PanopticSummaryHook, PredictionOverlayHook, Trainer, adapt_config_to_device
+from panoptic_ocr import setup_cfg
+from panoptic_ocr.engine import PanopticSummaryHook, PredictionOverlayHook, Trainer
 from panoptic_ocr.engine.checkpoint import load_inference_weights
 from panoptic_ocr.engine.checks import check_model_matches_datasets
 
 
 def setup(args):
     """Config from file and command line, adapted to this machine, frozen; loggers set up."""
-    from panoptic_ocr import setup_cfg
-
     cfg = setup_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="panoptic_ocr")
