@@ -13,9 +13,6 @@ import logging
 import sys
 from pathlib import Path
 
-if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch
 
 from panoptic_ocr.benchmarks.amp import format_amp_table, run_amp_benchmark
