@@ -1,33 +1,7 @@
 #!/usr/bin/env python3
 """Show OCR's soft object regions: per chosen class, a heat map over the image beside the
-prediction.
-
-The soft object regions M_k are the auxiliary branch's logits at the feature resolution
-(paper sec. 3.3). OCR turns each into pixel weights by a softmax over all pixels and averages
-the pixel representations with them (eq. 4): that spatial softmax is what the "region" panel
-shows, min-max normalised per class (it is usually concentrated on a few confident pixels of
-the class). The "p(class)" panel shows the same logits as an ordinary per-pixel class
-probability (softmax over the K classes): the coarse segmentation the regions come from.
-
-For every input image and chosen class one PNG is written,
-``<image name>_<class index>_<class name>.png``: three panels side by side, each of the
-image's size: the predicted segmentation (Detectron2's ``Visualizer``), the soft object
-region and the class probability (cv2 JET colormap blended over the image).
-
-Works with the OCR heads whose context module receives predicted region logits: ``OCRHead``,
-``OCRDoubleAttentionRelationHead``, ``OCRACFRelationHead`` and
-``OCRNoRegionSupervisionHead`` (its unsupervised ``region_branch``). Class names and colors
-come from the config's first test dataset. The drawing is
-:mod:`panoptic_ocr.utils.object_regions`; this script parses the command line.
-
-Usage:
-    python tools/visualize_object_regions.py \\
-        --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
-        --weights output/quickstart/ocr_R18_os16_toy_scenes_600it/model_final.pth \\
-        --input datasets/toy_scenes/images/val/toy_val_000000.jpg --output vis_regions/
-    python tools/visualize_object_regions.py --config-file ... --input a.jpg b.jpg \\
-        --classes car 11 --output out/ --opts MODEL.OCR.MID_CHANNELS 256
-"""
+prediction (what is drawn and why: :mod:`panoptic_ocr.utils.object_regions`; the demo's
+``--regions`` draws the same)."""
 
 import argparse
 import logging
