@@ -2,12 +2,14 @@
 left/right channel swap that human parsing (LIP) needs when an image is mirrored."""
 import logging
 from itertools import product
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
+
+from .config_checks import check_input_pixels
 
 __all__ = ["SemanticSegmentorWithTTA", "flip_channel_permutation"]
 
@@ -42,10 +44,14 @@ class SemanticSegmentorWithTTA(nn.Module):
     postprocessing resizes back), flipped predictions are flipped back and, with
     ``flip_channel_pairs``, their left/right class channels swapped. Output: one dict per image
     with ``sem_seg`` ``[K, height, width]``, the mean of the softmax probabilities.
+
+    ``max_input_pixels`` (``INPUT.MAX_INPUT_PIXELS``; None: no limit): an image whose largest
+    scaled size exceeds it raises ``ValueError`` (naming its ``file_name``, size and scale) before
+    any scaled copy is made.
     """
 
     def __init__(self, model: nn.Module, *, scales: Sequence[float], flip: bool, num_classes: int,
-                 flip_channel_pairs: Sequence[Sequence[int]] = ()):
+                 flip_channel_pairs: Sequence[Sequence[int]] = (), max_input_pixels: Optional[int] = None):
         super().__init__()
         if isinstance(model, DistributedDataParallel):
             model = model.module
@@ -54,6 +60,7 @@ class SemanticSegmentorWithTTA(nn.Module):
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
+        self.max_input_pixels = max_input_pixels
         self.flip_channel_pairs = [tuple(p) for p in flip_channel_pairs]
         self.register_buffer("flip_permutation", flip_channel_permutation(num_classes, flip_channel_pairs), persistent=False)
 
@@ -78,21 +85,31 @@ class SemanticSegmentorWithTTA(nn.Module):
             flip=cfg.TEST.AUG.FLIP,
             num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             flip_channel_pairs=cfg.TEST.AUG.FLIP_CHANNEL_PAIRS,
+            max_input_pixels=cfg.INPUT.MAX_INPUT_PIXELS,
         )
 
     def with_model(self, model: nn.Module) -> "SemanticSegmentorWithTTA":
         """The same augmentation around another model (e.g. its inference copy)."""
         return type(self)(
             model, scales=self.scales, flip=self.flip, num_classes=self.flip_permutation.numel(),
-            flip_channel_pairs=self.flip_channel_pairs,
+            flip_channel_pairs=self.flip_channel_pairs, max_input_pixels=self.max_input_pixels,
         )
 
+    @staticmethod
+    def _scaled_size(h: int, w: int, scale: float) -> Tuple[int, int]:
+        return max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
+
     def _augmented_inputs(self, inp: Dict) -> List[Tuple[Dict, bool]]:
+        h, w = inp["image"].shape[-2:]
+        for scale in self.scales:  # before any copy: the float image is already 4 bytes a pixel
+            check_input_pixels(
+                *self._scaled_size(h, w, scale), self.max_input_pixels, file_name=inp.get("file_name"),
+                source_size=(h, w), how=f"scaled by {scale:g} (TEST.AUG.SCALES)",
+            )
         image = inp["image"].float()
-        h, w = image.shape[-2:]
         out = []
         for scale, flipped in product(self.scales, (False, True) if self.flip else (False,)):
-            size = (max(int(round(h * scale)), 1), max(int(round(w * scale)), 1))
+            size = self._scaled_size(h, w, scale)
             scaled = image if size == (h, w) else F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
             aug = {k: v for k, v in inp.items() if k not in ("image", "sem_seg")}
             aug["image"] = scaled.flip(-1) if flipped else scaled

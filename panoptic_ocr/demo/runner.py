@@ -36,6 +36,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 
+from ..data.image_files import read_image
 from ..utils import object_regions
 from ..utils.safe_write import OutputExistsError, atomic_file, check_writable
 from .predictor import Predictor
@@ -266,7 +267,7 @@ def run_images(
     summary = DemoSummary(inputs=len(paths))
     for path in tqdm.tqdm(paths, desc="demo", unit="image", disable=len(paths) < 2):
         try:
-            image = utils.read_image(path, format=predictor.input_format)
+            image = read_image(path, format=predictor.input_format)
         except Exception as e:  # PIL and OSError variants of unreadable files
             logger.warning("Skipping %s: cannot read it as an image (%s)", path, e)
             summary.skipped.append((path, f"unreadable image ({type(e).__name__})"))

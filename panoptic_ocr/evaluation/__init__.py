@@ -1,7 +1,12 @@
 """Evaluators of panoptic_ocr: ground-truth-checking semantic/panoptic evaluators, test-set
 submission writers and Cityscapes' official scoring."""
 
-from .checked_evaluators import CheckedCOCOPanopticEvaluator, CheckedSemSegEvaluator, GroundTruthError
+from .checked_evaluators import (
+    CheckedCOCOPanopticEvaluator,
+    CheckedSemSegEvaluator,
+    GroundTruthError,
+    IncompleteEvaluationError,
+)
 from .cityscapes_evaluation import CityscapesOfficialSemSegEvaluator, cityscapesscripts_available
 from .panoptic_submission import COCOPanopticSubmissionWriter, submission_name
 from .submission import (
@@ -16,6 +21,7 @@ __all__ = [
     "CheckedCOCOPanopticEvaluator",
     "CheckedSemSegEvaluator",
     "GroundTruthError",
+    "IncompleteEvaluationError",
     "ADE20KSubmissionWriter",
     "COCOPanopticSubmissionWriter",
     "CityscapesOfficialSemSegEvaluator",

@@ -9,7 +9,10 @@ bad file stops the evaluation with an error naming it (and, being raised in ``pr
   ``[0, len(stuff_classes))`` or the ignore value (the mapper's
   :func:`~panoptic_ocr.data.dataset_mappers.semantic_dataset_mapper.check_label_values`).
   Without it, a label of another size died in numpy's ``operands could not be broadcast together``
-  and a value of 200 in a 150-class label silently gave a wrong mIoU.
+  and a value of 200 in a 150-class label silently gave a wrong mIoU. At ``evaluate``, every image
+  of the dataset must have been evaluated: ``results["sem_seg"]["num_images"]``, the distinct
+  images of all processes, must equal the dataset's number of distinct images
+  (``len(DatasetCatalog.get(name))`` when no image is listed twice), or no metric is returned.
 * :class:`CheckedCOCOPanopticEvaluator`: at construction, the panoptic JSON's segments (unique
   ids, known categories: the COCO panoptic loader's
   :func:`~panoptic_ocr.data.datasets.register_coco_panoptic.check_panoptic_segments`); per image,
@@ -17,11 +20,12 @@ bad file stops the evaluation with an error naming it (and, being raised in ``pr
   its ``segments_info``.
 """
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOPanopticEvaluator, SemSegEvaluator
+from detectron2.utils.comm import all_gather, synchronize
 
 from ..data.dataset_mappers.semantic_dataset_mapper import read_semantic_label
 from ..data.datasets.register_coco_panoptic import (
@@ -31,11 +35,15 @@ from ..data.datasets.register_coco_panoptic import (
     read_panoptic_png,
 )
 
-__all__ = ["CheckedCOCOPanopticEvaluator", "CheckedSemSegEvaluator", "GroundTruthError"]
+__all__ = ["CheckedCOCOPanopticEvaluator", "CheckedSemSegEvaluator", "GroundTruthError", "IncompleteEvaluationError"]
 
 
 class GroundTruthError(ValueError):
     """A ground-truth file read at evaluation is missing or invalid; the message names it."""
+
+
+class IncompleteEvaluationError(RuntimeError):
+    """An evaluator saw fewer (or other) images than its dataset lists; no metric is returned."""
 
 
 def _size_error(what: str, gt_file: str, gt_shape: Tuple[int, int], image: str, height: int, width: int) -> GroundTruthError:
@@ -49,11 +57,17 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
 
     Raises (from the constructor):
         FileNotFoundError: a label file of the dataset is missing (names it and how many are).
+    Raises (from ``evaluate``, before any metric is written):
+        IncompleteEvaluationError: the number of distinct images evaluated (all processes) is
+            not the dataset's length.
     """
 
     def __init__(self, dataset_name: str, distributed: bool = True, output_dir: str = None):
         self._checked: Dict[str, np.ndarray] = {}
+        self._evaluated: Set[str] = set()
         super().__init__(dataset_name, distributed=distributed, output_dir=output_dir, sem_seg_loading_fn=self._checked_label)
+        # The dataset's distinct images (DatasetCatalog.get(name) was read by the constructor above).
+        self._dataset_length = len(self.input_file_to_gt_file)
         missing = [f for f in self.input_file_to_gt_file.values() if not os.path.isfile(f)]
         if missing:
             raise FileNotFoundError(
@@ -77,8 +91,49 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
                     raise _size_error("Label file", gt_file, label.shape, record["file_name"], record["height"], record["width"])
                 self._checked[gt_file] = label
             super().process(inputs, outputs)
+            self._evaluated.update(record["file_name"] for record in inputs)
         finally:
             self._checked.clear()
+
+    def reset(self) -> None:
+        super().reset()
+        self._evaluated = set()
+
+    def evaluate(self) -> Optional[Dict]:
+        """``SemSegEvaluator``'s results (``None`` off the main process) with
+        ``results["sem_seg"]["num_images"]``, the distinct images evaluated by all processes.
+
+        Raises:
+            IncompleteEvaluationError: that number is not the dataset's length (every process
+                raises, before any metric file is written).
+        """
+        evaluated = self._evaluated
+        if self._distributed:
+            synchronize()
+            evaluated = set().union(*all_gather(self._evaluated))
+        num_images = len(evaluated)
+        self._logger.info("Dataset '%s': %d of its %d images evaluated", self._dataset_name, num_images, self._dataset_length)
+        if num_images != self._dataset_length:
+            raise self._count_error(evaluated)
+        results = super().evaluate()
+        if results is not None:
+            results["sem_seg"]["num_images"] = num_images
+        return results
+
+    def _count_error(self, evaluated: Set[str]) -> IncompleteEvaluationError:
+        missing = sorted(set(self.input_file_to_gt_file) - evaluated)
+        unlisted = sorted(evaluated - set(self.input_file_to_gt_file))
+        details = []
+        if missing:
+            details.append(f"{len(missing)} listed image(s) were not evaluated, e.g. '{missing[0]}'")
+        if unlisted:
+            details.append(f"{len(unlisted)} evaluated image(s) are not in the dataset, e.g. '{unlisted[0]}'")
+        return IncompleteEvaluationError(
+            f"Dataset '{self._dataset_name}': {len(evaluated)} distinct image(s) were evaluated but "
+            f"the dataset has {self._dataset_length} ({'; '.join(details)}); a metric over part of "
+            "a dataset is not its metric, so none is returned. Evaluate the whole dataset (every "
+            "record of DatasetCatalog.get(name), once)"
+        )
 
 
 class CheckedCOCOPanopticEvaluator(COCOPanopticEvaluator):

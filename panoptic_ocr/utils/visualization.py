@@ -12,6 +12,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.visualizer import Visualizer
 
+from ..data.image_files import read_image
+
 __all__ = ["browse_dataset", "draw_ground_truth", "draw_prediction", "save_prediction_overlays"]
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def save_prediction_overlays(model, data_loader, dataset_name: str, output_dir: 
     try:
         for inputs in islice(data_loader, num_images):
             for record, output in zip(inputs, model(inputs)):
-                image = utils.read_image(record["file_name"], format="RGB")
+                image = read_image(record["file_name"], format="RGB")
                 overlay = draw_prediction(image, output, metadata)
                 record_gt = index.get(record["file_name"], record)
                 truth = draw_ground_truth(image, record_gt, metadata)
@@ -120,7 +122,7 @@ def browse_dataset(
 
     if source == "annotation":
         for record in DatasetCatalog.get(name)[:num_images]:
-            image = utils.read_image(record["file_name"], format="RGB")
+            image = read_image(record["file_name"], format="RGB")
             save(Visualizer(image, metadata).draw_dataset_dict(record).get_image(), _stem(record["file_name"]))
         return written
     cfg = cfg.clone()

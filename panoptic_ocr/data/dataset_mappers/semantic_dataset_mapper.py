@@ -11,6 +11,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from ..augmentations import build_semantic_train_augmentations
+from ..image_files import read_image, read_label_file
 
 __all__ = ["SemanticDatasetMapper", "check_label_values", "read_semantic_label"]
 
@@ -22,35 +23,42 @@ logger = logging.getLogger(__name__)
 _CHECKED_LABELS: Set[Tuple[str, int, int]] = set()
 
 
-def read_image_checked(file_name: str, image_format: str) -> np.ndarray:
-    """Read an image; any failure becomes an ``OSError`` that names the file."""
-    try:
-        return utils.read_image(file_name, format=image_format)
-    except Exception as e:  # PIL raises several types; the file name is what the user needs
-        raise OSError(f"Cannot read image file '{file_name}': {e}") from e
+# Label values are carried through the augmentations as uint8 (what PIL resizes) or, beyond 255,
+# as float32 (what torch's nearest resize handles; exact for integers below 2**24).
+_MAX_FLOAT32_EXACT = 2**24
 
 
 def read_semantic_label(file_name: str, num_classes: Optional[int], ignore_label: int) -> np.ndarray:
-    """Read a single-channel label PNG as ``[H, W]`` (its own integer dtype) and check its values
-    with :func:`check_label_values`, once per file and ``(num_classes, ignore_label)`` in a
-    process: later reads of a file that passed skip the check.
+    """Read a single-channel integer label file (8, 16 or 32 bits, signed or not) as ``[H, W]``,
+    check its values with :func:`check_label_values` (once per file and ``(num_classes,
+    ignore_label)`` in a process: later reads of a file that passed skip the check), and return
+    it as uint8 when every value is in 0..255, else as int64.
 
     Raises:
         OSError: the file cannot be read, or is not single-channel.
-        ValueError: a value is neither a class id in ``[0, num_classes)`` nor ``ignore_label``.
+        ValueError: the file holds float values (names it and its dtype), or a value is neither a
+            class id in ``[0, num_classes)`` nor ``ignore_label``.
     """
-    try:
-        label = utils.read_image(file_name)
-    except Exception as e:
-        raise OSError(f"Cannot read label file '{file_name}': {e}") from e
+    label = read_label_file(file_name)
     if label.ndim != 2:
         raise OSError(f"Label file '{file_name}' must be single-channel, got shape {label.shape}")
+    if label.dtype.kind == "b":
+        label = label.astype(np.uint8)
+    elif label.dtype.kind not in "ui":
+        raise ValueError(
+            f"Label file '{file_name}' holds {label.dtype} values; labels must be integer class ids "
+            f"(an 8, 16 or 32-bit integer PNG or TIFF)"
+        )
     if num_classes is not None:
         key = (file_name, num_classes, ignore_label)
         if key not in _CHECKED_LABELS:
             check_label_values(label, file_name, num_classes, ignore_label)
             _CHECKED_LABELS.add(key)
-    return label
+    if label.dtype == np.uint8:
+        return label
+    if label.size == 0 or (label.min() >= 0 and label.max() <= 255):
+        return label.astype(np.uint8)
+    return label.astype(np.int64)
 
 
 def check_label_values(label: np.ndarray, file_name: str, num_classes: int, ignore_label: int) -> None:
@@ -135,7 +143,7 @@ class SemanticDatasetMapper:
     def __call__(self, dataset_dict: Dict) -> Dict:
         dataset_dict = copy.deepcopy(dataset_dict)
         file_name = dataset_dict["file_name"]
-        image = read_image_checked(file_name, self.image_format)
+        image = read_image(file_name, format=self.image_format)
         utils.check_image_size(dataset_dict, image)
 
         label = None
@@ -151,6 +159,13 @@ class SemanticDatasetMapper:
                     f"'{file_name}' is {image.shape[1]}x{image.shape[0]} (WxH)"
                 )
 
+        if label is not None and label.dtype != np.uint8:
+            if label.max() >= _MAX_FLOAT32_EXACT or label.min() <= -_MAX_FLOAT32_EXACT:
+                raise ValueError(
+                    f"Label file '{label_file}' holds values beyond +-2**24 "
+                    f"([{int(label.min())}, {int(label.max())}]), which the augmentations cannot carry"
+                )
+            label = label.astype(np.float32)  # torch's nearest resize has no integer kernels
         aug_input = T.AugInput(image, sem_seg=label)
         self.augmentations(aug_input)
         image = aug_input.image

@@ -3,8 +3,9 @@
 Names:
 
 * ``ade20k_sem_seg_{train,val}_checked``: the data of Detectron2's ``ade20k_sem_seg_{train,val}``
-  (left untouched): ``load_sem_seg`` on
-  ``ADEChallengeData2016/{images,annotations_detectron2}/{training,validation}``, with
+  (left untouched): ``load_sem_seg``'s records on
+  ``ADEChallengeData2016/{images,annotations_detectron2}/{training,validation}``, but every image
+  must have its label and every label its image (:func:`.sem_seg_loaders.load_sem_seg_paired`), with
   ``stuff_colors`` and ``prepare_command`` in the metadata.
 * ``ade20k_sem_seg_test``: the 3352 images of ``release_test.zip`` (no public labels), unzipped
   into ``ADEChallengeData2016/release_test/testing``; evaluated by writing the challenge's PNGs
@@ -19,10 +20,9 @@ import os
 from typing import Dict, List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 
-from .sem_seg_loaders import load_images_without_labels
+from .sem_seg_loaders import load_images_without_labels, load_sem_seg_paired
 
 __all__ = ["ADE20K_COLORS", "load_ade20k_test_images", "register_ade20k", "register_all_ade20k"]
 
@@ -89,7 +89,7 @@ def register_ade20k(root: str, prefix: str = "ade20k") -> None:
         name = f"{prefix}_sem_seg_{split}_checked"
         DatasetCatalog.register(
             name,
-            functools.partial(load_sem_seg, gt_dir, image_dir, gt_ext="png", image_ext="jpg"),
+            functools.partial(load_sem_seg_paired, gt_dir, image_dir, gt_ext="png", image_ext="jpg"),
         )
         MetadataCatalog.get(name).set(
             image_root=image_dir, sem_seg_root=gt_dir, evaluator_type="sem_seg", **_get_ade20k_meta()

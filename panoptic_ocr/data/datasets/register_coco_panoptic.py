@@ -17,12 +17,13 @@ import numpy as np
 from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json, load_sem_seg
+from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.coco_panoptic import merge_to_panoptic
 from detectron2.utils.file_io import PathManager
 
 from ..label_files import LabelConversionError
+from .sem_seg_loaders import load_sem_seg_paired
 
 __all__ = [
     "COCO_PANOPTIC_SEPARATED_SPLITS",
@@ -228,7 +229,9 @@ def load_coco_panoptic_separated(
             f"Stuff labels '{sem_seg_root}' do not exist. Create them with: {PREPARE_COMMAND}"
         )
     instances = load_coco_json(instances_json, image_root, dataset_name)
-    stuff = load_sem_seg(sem_seg_root, image_root)
+    # val_100's labels pair with 100 of val2017's images: the instances JSON lists the split's
+    # images (each needs its label, below); every label needs its image.
+    stuff = load_sem_seg_paired(sem_seg_root, image_root, images_of_other_splits=True)
     with_stuff = {r["file_name"] for r in stuff}
     missing = [r["file_name"] for r in instances if r["file_name"] not in with_stuff]
     if missing:

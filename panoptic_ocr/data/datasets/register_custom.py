@@ -1,12 +1,13 @@
 """Register your own semantic-segmentation data: a folder of images and a folder of label PNGs
 (docs/custom_datasets.md)."""
 import functools
+import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .colormap import voc_colormap
-from .sem_seg_loaders import load_sem_seg_from_labels
+from .sem_seg_loaders import load_sem_seg_paired
 
 __all__ = ["CUSTOM_DATASETS_ENV", "register_sem_seg_folder", "register_sem_seg_folders_from_json"]
 
@@ -15,11 +16,19 @@ def _default_colors(num_classes: int) -> List[Tuple[int, int, int]]:
     return [tuple(int(v) for v in c) for c in voc_colormap(num_classes)]
 
 
-def _load(name: str, image_root: str, label_root: str, image_ext: str, label_ext: str) -> List[Dict]:
+def _load(
+    name: str, image_root: str, label_root: str, image_ext: str, label_ext: str, allow_unpaired: bool = False
+) -> List[Dict]:
+    """Records of :func:`.sem_seg_loaders.load_sem_seg_paired` with ``image_id`` (the stem)."""
     try:
-        return load_sem_seg_from_labels(label_root, image_root, image_ext=image_ext, gt_ext=label_ext)
+        records = load_sem_seg_paired(
+            label_root, image_root, gt_ext=label_ext, image_ext=image_ext, allow_unpaired=allow_unpaired
+        )
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"Dataset '{name}': {e}") from e
+        raise type(e)(f"Dataset '{name}': {e}") from e
+    for r in records:
+        r["image_id"] = os.path.basename(r["file_name"])[: -len(image_ext)]
+    return records
 
 
 def register_sem_seg_folder(
@@ -32,10 +41,11 @@ def register_sem_seg_folder(
     colors: Optional[Sequence[Sequence[int]]] = None,
     image_ext: str = ".jpg",
     label_ext: str = ".png",
+    allow_unpaired: bool = False,
 ) -> None:
-    """Register dataset ``name``: one record per label file ``<label_root>/<stem><label_ext>``
-    with the image ``<image_root>/<stem><image_ext>`` (the builtin datasets' loader, which
-    names any label whose image is missing).
+    """Register dataset ``name``: one record per image ``<image_root>/<stem><image_ext>`` with
+    its label ``<label_root>/<stem><label_ext>``. Every image needs its label and every label its
+    image (the dataset errors when loaded, naming the missing files), unless ``allow_unpaired``.
 
     Labels are single-channel PNGs of class indices ``0..len(classes)-1``, and
     ``ignore_label`` for unlabelled pixels (``tools/dataset_stats.py`` checks every value).
@@ -54,6 +64,8 @@ def register_sem_seg_folder(
         colors: one ``(r, g, b)`` 0..255 per class; default the PASCAL VOC palette.
         image_ext: extension of the images (with the dot).
         label_ext: extension of the labels (with the dot).
+        allow_unpaired: use only the images that have a label (and the labels that have an
+            image), with a warning giving how many images are used out of how many.
     Raises:
         ValueError: ``name`` is registered already, no/duplicate class names, a bad
             ``ignore_label``, or colors of the wrong number or form (each names what is wrong).
@@ -82,7 +94,11 @@ def register_sem_seg_folder(
     for ext, what in ((image_ext, "image_ext"), (label_ext, "label_ext")):
         if not ext.startswith("."):
             raise ValueError(f"register_sem_seg_folder('{name}'): {what} must start with '.', got {ext!r}")
-    DatasetCatalog.register(name, functools.partial(_load, name, image_root, label_root, image_ext, label_ext))
+    if not isinstance(allow_unpaired, bool):
+        raise ValueError(f"register_sem_seg_folder('{name}'): allow_unpaired must be true or false, got {allow_unpaired!r}")
+    DatasetCatalog.register(
+        name, functools.partial(_load, name, image_root, label_root, image_ext, label_ext, allow_unpaired)
+    )
     MetadataCatalog.get(name).set(
         stuff_classes=classes,
         stuff_colors=colors,
@@ -98,7 +114,7 @@ CUSTOM_DATASETS_ENV = "PANOPTIC_OCR_CUSTOM_DATASETS"
 
 def register_sem_seg_folders_from_json(path: str) -> List[str]:
     """Register every dataset of a JSON file ``{name: {"image_root", "label_root", "classes",
-    optional "ignore_label", "colors", "image_ext", "label_ext"}}`` with
+    optional "ignore_label", "colors", "image_ext", "label_ext", "allow_unpaired"}}`` with
     :func:`register_sem_seg_folder`; relative roots are relative to the JSON file's folder.
     ``panoptic_ocr`` does this at import for the file named by the environment variable
     ``PANOPTIC_OCR_CUSTOM_DATASETS``, so ``train_net.py``, the demo and the tools see them.
@@ -110,7 +126,6 @@ def register_sem_seg_folders_from_json(path: str) -> List[str]:
             (each names the file and the entry).
     """
     import json
-    import os
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{CUSTOM_DATASETS_ENV}: no such file {path!r}")
@@ -126,7 +141,8 @@ def register_sem_seg_folders_from_json(path: str) -> List[str]:
         missing = [k for k in ("image_root", "label_root", "classes") if k not in entry]
         if missing:
             raise ValueError(f"{path}: dataset '{name}' lacks {missing}")
-        options = {k: entry[k] for k in ("ignore_label", "colors", "image_ext", "label_ext") if k in entry}
+        optional = ("ignore_label", "colors", "image_ext", "label_ext", "allow_unpaired")
+        options = {k: entry[k] for k in optional if k in entry}
         roots = [os.path.join(base, os.path.expandvars(entry[k])) for k in ("image_root", "label_root")]
         register_sem_seg_folder(name, roots[0], roots[1], entry["classes"], **options)
     return list(entries)

@@ -11,10 +11,11 @@ import os
 from typing import Callable, Dict, List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json, load_sem_seg
+from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json, merge_to_panoptic
 
 from ..availability import register_dataset_generator
+from .sem_seg_loaders import load_sem_seg_paired
 from .toy_scenes import IGNORE_LABEL, TOY_CATEGORIES, ensure_toy_scenes
 
 __all__ = ["get_toy_scenes_meta", "get_toy_scenes_separated_meta", "register_toy_scenes"]
@@ -71,7 +72,7 @@ def register_toy_scenes(root: str) -> None:
         meta = get_toy_scenes_meta()
 
         name = f"toy_scenes_sem_seg_{split}"
-        DatasetCatalog.register(name, functools.partial(_lazy, root, functools.partial(load_sem_seg, sem_seg_root, image_root)))
+        DatasetCatalog.register(name, functools.partial(_lazy, root, functools.partial(load_sem_seg_paired, sem_seg_root, image_root)))
         MetadataCatalog.get(name).set(
             sem_seg_root=sem_seg_root,
             evaluator_type="sem_seg",
@@ -99,7 +100,7 @@ def register_toy_scenes(root: str) -> None:
         separated_meta = get_toy_scenes_separated_meta()
 
         def load_separated(name=name, instances_json=instances_json, image_root=image_root, stuff_root=stuff_root):
-            return merge_to_panoptic(load_coco_json(instances_json, image_root, name), load_sem_seg(stuff_root, image_root))
+            return merge_to_panoptic(load_coco_json(instances_json, image_root, name), load_sem_seg_paired(stuff_root, image_root))
 
         DatasetCatalog.register(name, functools.partial(_lazy, root, load_separated))
         MetadataCatalog.get(name).set(

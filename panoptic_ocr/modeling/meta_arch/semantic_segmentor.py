@@ -9,6 +9,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch.nn import functional as F
 
+from ...config_checks import check_input_pixels
 from ..inference import INFERENCE_DTYPES, inference_autocast, resolve_inference_dtype
 
 __all__ = ["OCRSemanticSegmentor", "postprocess_logits"]
@@ -35,6 +36,9 @@ class OCRSemanticSegmentor(SemanticSegmentor):
     in evaluation too; every input must then carry ``sem_seg``. With ``sliding_window``
     ``(window, stride, batch_size)`` (``TEST.SLIDING_WINDOW``) each image is segmented in
     overlapping windows whose logits are averaged, so memory stays bounded on large images.
+    With ``max_input_pixels`` (``INPUT.MAX_INPUT_PIXELS``), an inference input whose padded size or
+    requested output size (``height x width``) exceeds it raises ``ValueError`` naming its
+    ``file_name`` before anything of that size is allocated.
     """
 
     @configurable
@@ -45,6 +49,7 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         inference_dtype: str = "float32",
         inference_channels_last: bool = False,
         sliding_window: Optional[Tuple[Sequence[int], Sequence[int], int]] = None,
+        max_input_pixels: Optional[int] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -59,6 +64,7 @@ class OCRSemanticSegmentor(SemanticSegmentor):
                 raise ValueError(f"TEST.SLIDING_WINDOW.STRIDE {list(stride)} leaves gaps between windows {list(window)}")
             sliding_window = (tuple(window), tuple(stride), int(batch_size))
         self.sliding_window = sliding_window
+        self.max_input_pixels = max_input_pixels
         if size_divisibility < 0:
             size_divisibility = max(s.stride for s in self.backbone.output_shape().values())
         self.size_divisibility = max(size_divisibility, self.backbone.size_divisibility)
@@ -75,6 +81,7 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         ret["inference_channels_last"] = cfg.MODEL.INFERENCE_CHANNELS_LAST
         sw = cfg.TEST.SLIDING_WINDOW
         ret["sliding_window"] = (sw.SIZE, sw.STRIDE, sw.BATCH_SIZE) if sw.ENABLED else None
+        ret["max_input_pixels"] = cfg.INPUT.MAX_INPUT_PIXELS
         return ret
 
     def pad(self, tensors: List[torch.Tensor], pad_value: float = 0.0) -> ImageList:
@@ -89,7 +96,27 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         ``image`` ``[3, H, W]``: an ``ImageList`` of ``[N, 3, H', W']``."""
         return self.pad([(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs])
 
+    def check_input_sizes(self, batched_inputs: List[Dict]) -> None:
+        """Refuse (``ValueError``) an input whose padded image or ``height x width`` output would
+        exceed ``max_input_pixels``; nothing is checked when it is None, or while tracing (export)."""
+        if self.max_input_pixels is None or torch.jit.is_tracing():
+            return
+        d = max(self.size_divisibility, 1)
+        for inp in batched_inputs:
+            h, w = inp["image"].shape[-2:]
+            common = {"file_name": inp.get("file_name"), "source_size": (h, w)}
+            padded = [(-(-h // d) * d, -(-w // d) * d, f"padded to a multiple of {d}")]
+            if self.sliding_window is not None:
+                (wh, ww), _, _ = self.sliding_window
+                padded.append((max(h, wh), max(w, ww), f"padded to the sliding window {wh}x{ww}"))
+            for ph, pw, how in padded:
+                check_input_pixels(ph, pw, self.max_input_pixels, how=how, **common)
+            height, width = inp.get("height", h), inp.get("width", w)
+            check_input_pixels(height, width, self.max_input_pixels, how="resized to its output height x width", **common)
+
     def forward(self, batched_inputs: List[Dict]):
+        if not self.training:
+            self.check_input_sizes(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         targets = None
         if all("sem_seg" in x for x in batched_inputs):
