@@ -17,13 +17,15 @@ from detectron2.utils.logger import setup_logger
 
 from panoptic_ocr import setup_cfg
 from panoptic_ocr.engine import PanopticSummaryHook, PredictionOverlayHook, Trainer
-from panoptic_ocr.engine.checkpoint import load_inference_weights
-from panoptic_ocr.engine.checks import check_model_matches_datasets
+from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
+from panoptic_ocr.checkpoint.checkpointer import load_inference_weights, weight_options
+from panoptic_ocr.data.class_counts import check_model_matches_datasets
+from panoptic_ocr.engine.output_lock import OutputDirLock
 
 
 def setup(args):
     """Config from file and command line, adapted to this machine, frozen; loggers set up."""
-    cfg = setup_cfg(args.config_file, args.opts)
+    cfg = setup_cfg(args.config_file, list(args.opts) + weight_overrides(args))
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="panoptic_ocr")
     return cfg
@@ -48,10 +50,11 @@ def evaluate_only(cfg, resume: bool = False):
 
     Before any inference: the model's class counts must match the test datasets'
     (:func:`check_model_matches_datasets`) and every tensor of the weights must fit the model
-    (:func:`load_inference_weights`; no fine-tuning-style skipping at evaluation)."""
-    check_model_matches_datasets(cfg)
+    (:func:`load_inference_weights`: no missing, unexpected or misshaped tensor, no empty
+    ``MODEL.WEIGHTS``, unless ``--allow-partial-weights``)."""
+    check_model_matches_datasets(cfg, lists=("DATASETS.TEST",))
     model = Trainer.build_model(cfg)
-    load_inference_weights(model, cfg.MODEL.WEIGHTS, save_dir=cfg.OUTPUT_DIR, resume=resume)
+    load_inference_weights(model, cfg.MODEL.WEIGHTS, save_dir=cfg.OUTPUT_DIR, resume=resume, **weight_options(cfg))
     results = Trainer.test(cfg, model)
     if cfg.TEST.AUG.ENABLED:
         results.update(Trainer.test_with_TTA(cfg, model))
@@ -63,8 +66,10 @@ def evaluate_only(cfg, resume: bool = False):
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """Detectron2's ``default_argument_parser`` plus ``--dist-timeout``."""
+    """Detectron2's ``default_argument_parser`` plus ``--dist-timeout``, ``--trust-weights`` and
+    ``--allow-partial-weights``."""
     parser = default_argument_parser()
+    add_weight_arguments(parser)
     parser.add_argument(
         "--dist-timeout", type=float, default=DEFAULT_TIMEOUT.total_seconds(),
         help="seconds a process waits for the others (rendezvous, collectives) before it fails "
@@ -73,15 +78,30 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(args) -> None:
+    """``launch`` :func:`main` in ``args.num_gpus`` processes, holding ``OUTPUT_DIR`` for the
+    whole run (:class:`OutputDirLock`: a second run into the same folder refuses to start; on
+    several machines the first one holds it)."""
+    lock = None
+    if args.machine_rank == 0:
+        lock = OutputDirLock(setup_cfg(args.config_file, list(args.opts) + weight_overrides(args)).OUTPUT_DIR)
+        lock.acquire()
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            timeout=timedelta(seconds=args.dist_timeout),
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-        timeout=timedelta(seconds=args.dist_timeout),
-    )
+    run(args)

@@ -24,6 +24,7 @@ warnings.filterwarnings("ignore", message=".*torch.jit.*", category=FutureWarnin
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from panoptic_ocr import setup_cfg  # noqa: E402
+from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
 from panoptic_ocr.demo import Predictor, run_images, run_video  # noqa: E402
 from panoptic_ocr.utils.safe_write import OutputExistsError  # noqa: E402
 
@@ -41,6 +42,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-size", type=int, default=2048, help="semantic models: longer sides above this use TEST.SLIDING_WINDOW (0: never)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    add_weight_arguments(parser)
     return parser
 
 
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
     setup_logger(name="panoptic_ocr")
     setup_logger(name="fvcore")
     logger = logging.getLogger("panoptic_ocr.demo")
-    cfg = setup_cfg(args.config_file, args.opts)
+    cfg = setup_cfg(args.config_file, list(args.opts) + weight_overrides(args))
     predictor = Predictor(cfg, max_size=args.max_size)
     try:
         if args.video_input:

@@ -218,6 +218,16 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT = 0.5
     # Test loader also reads sem_seg labels (needed by OCRGroundTruthHead at inference).
     cfg.INPUT.LOAD_SEM_SEG_IN_TEST = False
+    # Weight files (docs/trust.md, README "Security"). False: .pth files are read with
+    # torch.load(weights_only=True) and .pkl files by a restricted unpickler (dicts, lists,
+    # numbers, strings, numpy arrays); a file holding anything else is refused. True reads any
+    # pickle, which can run code from the file: only for files whose source you trust.
+    cfg.MODEL.WEIGHTS_TRUSTED = False
+    # Tools that produce a result (--eval-only, the demo, the exports, object regions) refuse an
+    # empty MODEL.WEIGHTS and weights that do not fill the model (missing, unexpected or
+    # misshaped tensors, NaN/inf values). True loads what fits and only warns (training always
+    # does, as Detectron2's fine-tuning).
+    cfg.MODEL.WEIGHTS_ALLOW_PARTIAL = False
     # Inference autocast dtype: "float32", "bfloat16", "float16", "auto" (bf16 CPU, fp16 CUDA).
     cfg.MODEL.INFERENCE_DTYPE = "float32"
     # Inference in channels_last memory format (oneDNN's fast layout; most of bf16's CPU gain).
@@ -251,6 +261,8 @@ def add_ocr_config(cfg: CN) -> None:
     # After evaluation, save this many prediction overlays (PNG) of the first test dataset
     # under OUTPUT_DIR/vis/. 0 saves none.
     cfg.VIS.NUM_IMAGES = 0
+    # Largest test input in pixels (after TTA scale, resize, padding), checked at load and run time (config_checks.py).
+    cfg.INPUT.MAX_INPUT_PIXELS = 8192 * 8192
 
 
 def setup_cfg(config_file: str, opts: Sequence[str] = (), *, freeze: bool = True) -> CN:
@@ -266,11 +278,13 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), *, freeze: bool = True
         opts: ``[KEY, VALUE, KEY, VALUE, ...]`` overrides, as on Detectron2's command lines.
         freeze: return the config frozen (default) or mutable.
     Raises:
-        ValueError: ``opts`` has an odd length (yacs' own errors name a bad key or value).
+        ValueError: ``opts`` has an odd length (yacs' own errors name a bad key or value), or a
+            value cannot work (:func:`panoptic_ocr.config_checks.check_config_values`).
     """
     # Imported here: panoptic_ocr.engine imports the trainer, which needs the whole package.
     from detectron2.config import get_cfg
 
+    from .config_checks import check_config_values
     from .engine.device import adapt_config_to_device
 
     opts = list(opts)
@@ -281,6 +295,7 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), *, freeze: bool = True
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(opts)
     adapt_config_to_device(cfg)
+    check_config_values(cfg)
     if freeze:
         cfg.freeze()
     return cfg

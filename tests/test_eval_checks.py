@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 
 from panoptic_ocr.engine import Trainer, build_evaluator
-from panoptic_ocr.engine.checks import ClassCountMismatchError, check_model_matches_datasets
+from panoptic_ocr.data.class_counts import ClassCountMismatchError, check_model_matches_datasets
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ADE20K = SHARED / "ade20k" / "ADEChallengeData2016"

@@ -28,7 +28,7 @@ SAMPLES = [
 ]
 QUICKSTART = str(REPO_ROOT / "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml")
 # Small widths: the graph is the same, the check faster.
-SMALL = ["MODEL.WEIGHTS", "", "MODEL.OCR.MID_CHANNELS", "64", "MODEL.OCR.KEY_CHANNELS", "32",
+SMALL = ["MODEL.WEIGHTS", "", "MODEL.WEIGHTS_ALLOW_PARTIAL", "True", "MODEL.OCR.MID_CHANNELS", "64", "MODEL.OCR.KEY_CHANNELS", "32",
          "MODEL.SEM_SEG_HEAD.AUX_CHANNELS", "64", "MODEL.PPM.BRANCH_CHANNELS", "32",
          "MODEL.PPM.OUT_CHANNELS", "64", "MODEL.ASPP.CHANNELS", "32"]
 

@@ -292,7 +292,7 @@ def test_builtin_test_dev_name_is_registered():
 
 # Random weights; small images and few proposals/detections keep CPU inference fast.
 FAST = [
-    "MODEL.WEIGHTS", "",
+    "MODEL.WEIGHTS", "", "MODEL.WEIGHTS_ALLOW_PARTIAL", "True",
     "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
     "MODEL.RPN.PRE_NMS_TOPK_TEST", "100", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
     "TEST.DETECTIONS_PER_IMAGE", "5", "DATALOADER.NUM_WORKERS", "0",

@@ -11,7 +11,7 @@ import torch
 from conftest import REPO_ROOT, make_cfg
 
 from panoptic_ocr.engine import Trainer
-from panoptic_ocr.engine.checkpoint import FAULT_ENV, ProjectCheckpointer, trim_metrics_for_resume
+from panoptic_ocr.checkpoint.checkpointer import FAULT_ENV, ProjectCheckpointer, trim_metrics_for_resume
 from panoptic_ocr.engine.lr_scheduler import build_lr_scheduler
 
 QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"

@@ -123,7 +123,7 @@ def test_benchmark_fps_table_and_argument_errors():
 
 
 def _visualize(config: str, image: str, output, **options):
-    cfg = setup_cfg(config, SMALL + ["MODEL.DEVICE", "cpu"])
+    cfg = setup_cfg(config, SMALL + ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS_ALLOW_PARTIAL", "True"])
     return visualize_object_regions(cfg, [image], str(output), **options)
 
 

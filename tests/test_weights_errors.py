@@ -7,7 +7,7 @@ import torch
 from conftest import make_cfg
 
 from panoptic_ocr.engine import Trainer
-from panoptic_ocr.engine.checkpoint import ProjectCheckpointer, WeightFileError, load_inference_weights
+from panoptic_ocr.checkpoint.checkpointer import ProjectCheckpointer, WeightFileError, load_inference_weights
 
 QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
 TINY = ["MODEL.OCR.MID_CHANNELS", "32", "MODEL.OCR.KEY_CHANNELS", "16", "MODEL.SEM_SEG_HEAD.AUX_CHANNELS", "32",

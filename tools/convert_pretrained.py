@@ -50,6 +50,8 @@ import sys
 from typing import List, Optional
 
 from panoptic_ocr.checkpoint.convert import ALL_KINDS, RELEASED_KINDS, ConversionError, convert_checkpoint
+from panoptic_ocr.checkpoint.weight_files import WeightFileError
+from panoptic_ocr.engine.arguments import add_weight_arguments
 from panoptic_ocr.utils.safe_write import OutputExistsError
 
 
@@ -83,6 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help=f"{'/'.join(RELEASED_KINDS)}: the released config of the target model (default: the "
         "variant's Cityscapes config under configs/cityscapes/semantic/released/)",
     )
+    add_weight_arguments(parser, partial=False)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -90,7 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             from panoptic_ocr.checkpoint.released import convert_released_checkpoint
 
             convert_released_checkpoint(
-                args.kind, args.source, args.output, config_file=args.config_file, overwrite=args.overwrite
+                args.kind, args.source, args.output, config_file=args.config_file, overwrite=args.overwrite,
+                trusted=args.trust_weights,
             )
             return 0
         convert_checkpoint(
@@ -102,8 +106,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             prefix=args.prefix,
             allow_missing=args.allow_missing,
             overwrite=args.overwrite,
+            trusted=args.trust_weights,
         )
-    except (ConversionError, OutputExistsError) as e:
+    except (ConversionError, OutputExistsError, WeightFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

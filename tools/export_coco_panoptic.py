@@ -35,6 +35,7 @@ warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=Futur
 
 from detectron2.engine import launch  # noqa: E402
 
+from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
 from panoptic_ocr.evaluation.panoptic_export import (  # noqa: E402
     ExportError,
     ExportOptions,
@@ -80,7 +81,9 @@ def parse_args(argv=None):
     parser.add_argument("--num-gpus", type=int, default=1, help="processes (gloo on CPU-only machines)")
     parser.add_argument("--dist-url", default="auto", help="init URL of multi-process runs")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS x.pth")
+    add_weight_arguments(parser)
     args = parser.parse_args(argv)
+    args.opts = list(args.opts) + weight_overrides(args)
     if not os.path.isfile(args.config_file):
         parser.error(f"--config-file '{args.config_file}' does not exist")
     if args.num_gpus < 1:

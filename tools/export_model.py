@@ -19,6 +19,7 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 from panoptic_ocr import setup_cfg
+from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
 from panoptic_ocr.export import EXPORT_FORMATS, check_export, check_images, export_model, format_checks
 from panoptic_ocr.utils.safe_write import OutputExistsError
 
@@ -34,11 +35,12 @@ def main(argv=None) -> int:
     parser.add_argument("--atol", type=float, default=1e-4, help="--check: largest logit difference allowed")
     parser.add_argument("--min-agreement", type=float, default=0.9999, help="--check: smallest argmax agreement")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    add_weight_arguments(parser)
     args = parser.parse_args(argv)
     setup_logger(name="panoptic_ocr")
     logger = logging.getLogger("panoptic_ocr.export")
 
-    cfg = setup_cfg(args.config_file, args.opts)
+    cfg = setup_cfg(args.config_file, list(args.opts) + weight_overrides(args))
     try:
         model = export_model(cfg, args.output, args.format, overwrite=args.overwrite)
     except (OutputExistsError, ValueError) as e:

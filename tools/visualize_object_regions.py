@@ -16,6 +16,7 @@ import torch  # noqa: E402
 
 from panoptic_ocr import setup_cfg  # noqa: E402
 from panoptic_ocr.utils.object_regions import visualize_object_regions  # noqa: E402
+from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
 
 logger = logging.getLogger("panoptic_ocr.visualize_object_regions")
 
@@ -26,7 +27,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument(
-        "--weights", help="checkpoint (default: random initialisation, with a warning)"
+        "--weights", help="checkpoint (required: it must fill the model; random weights only with "
+        "--allow-partial-weights)"
     )
     parser.add_argument("--input", nargs="+", required=True, help="image path(s)")
     parser.add_argument(
@@ -46,7 +48,9 @@ def parse_args(argv=None):
         default=[],
         help="config KEY VALUE pairs (last, as in Detectron2's demo)",
     )
+    add_weight_arguments(parser)
     args = parser.parse_args(argv)
+    args.opts = list(args.opts) + weight_overrides(args)
     if args.top_k < 1:
         parser.error(f"--top-k must be >= 1, got {args.top_k}")
     for path in args.input:

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from ..config import add_ocr_config
 from ..utils.safe_write import atomic_file, check_writable
+from .weight_files import read_weight_file
 
 __all__ = [
     "ALL_KINDS",
@@ -78,20 +79,18 @@ def _format_keys(title: str, keys: List[str], limit: int = 50) -> str:
 # ------------------------------------------------------------------------------------------
 # Reading and writing
 # ------------------------------------------------------------------------------------------
-def load_checkpoint(path: str) -> Dict[str, Tensor]:
+def load_checkpoint(path: str, *, trusted: bool = False) -> Dict[str, Tensor]:
     """The state dict of a checkpoint file: a plain state dict, or one under ``"state_dict"`` or
     ``"model"``; ``.pkl`` files may hold numpy arrays. A DataParallel ``module.`` prefix is
-    removed. Other files are loaded with ``torch.load(weights_only=True)``: no code in them is
-    run (``.pkl`` files are unpickled: only convert files you trust).
+    removed. Read by :func:`~panoptic_ocr.checkpoint.weight_files.read_weight_file`: no code in
+    the file runs unless ``trusted``.
 
     Raises:
+        WeightFileError: the file is refused (it holds other objects than arrays, dicts, numbers
+            and strings), missing, truncated or not a checkpoint.
         ConversionError: the file holds no state dict.
     """
-    if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
-    else:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_weight_file(path, trusted=trusted)
     for key in ("state_dict", "model"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -447,6 +446,7 @@ def convert_checkpoint(
     prefix: str = "backbone.",
     allow_missing: bool = False,
     overwrite: bool = False,
+    trusted: bool = False,
 ) -> Dict[str, Tensor]:
     """Read ``source``, convert it as :func:`convert_state_dict` does and write ``output``
     (``.pkl`` or ``.pth``) through :func:`~panoptic_ocr.utils.safe_write.atomic_file`.
@@ -461,7 +461,7 @@ def convert_checkpoint(
     if not output.endswith((".pkl", ".pth")):
         raise ValueError(f"output must end with .pkl or .pth, got {output!r}")
     check_writable(output, overwrite=overwrite)  # before any work; checked again when writing
-    state_dict = load_checkpoint(source)
+    state_dict = load_checkpoint(source, trusted=trusted)
     conversion = _conversion(kind, state_dict, depth=depth, width=width)
     check_state_dict(conversion, allow_missing=allow_missing)
     converted = {prefix + k: v for k, v in conversion.renamed.items()}

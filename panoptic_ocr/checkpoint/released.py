@@ -53,6 +53,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .weight_files import read_weight_file
 from .convert import RELEASED_KINDS, Conversion, ConversionError, check_state_dict, save_checkpoint
 
 __all__ = [
@@ -304,9 +305,10 @@ def default_config(variant: str) -> str:
 # ------------------------------------------------------------------------------------------
 # Reading
 # ------------------------------------------------------------------------------------------
-def load_released(path: str) -> Dict[str, Tensor]:
+def load_released(path: str, *, trusted: bool = False) -> Dict[str, Tensor]:
     """The flat state dict of a released file (legacy or zip format), read with
-    ``torch.load(map_location="cpu", weights_only=True)`` (no code in the file runs).
+    ``torch.load(map_location="cpu", weights_only=True)`` (no code in the file runs) unless
+    ``trusted`` (:func:`~panoptic_ocr.checkpoint.weight_files.read_weight_file`).
 
     A file is either the state dict itself (HRNet-OCR) or a dict with a ``"state_dict"`` entry
     (openseg's ``config_dict``, mmseg's ``meta`` are ignored). Prefixes are kept.
@@ -314,7 +316,7 @@ def load_released(path: str) -> Dict[str, Tensor]:
     Raises:
         ConversionError: the file holds no state dict of tensors (names the file).
     """
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_weight_file(path, trusted=trusted)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not data:
@@ -504,6 +506,7 @@ def convert_released_checkpoint(
     config_file: Optional[str] = None,
     opts: List[str] = (),
     overwrite: bool = False,
+    trusted: bool = False,
 ) -> Dict[str, Tensor]:
     """Read ``source``, convert it (:func:`convert_released`) and write ``output`` (``.pth`` or
     ``.pkl``, Detectron2's ``{"model", "__author__", "matching_heuristics": False}``) through
@@ -518,7 +521,7 @@ def convert_released_checkpoint(
     if not output.endswith((".pkl", ".pth")):
         raise ValueError(f"output must end with .pkl or .pth, got {output!r}")
     check_writable(output, overwrite=overwrite)
-    state_dict = load_released(source)
+    state_dict = load_released(source, trusted=trusted)
     try:
         converted, variant, config_file = convert_released(kind, state_dict, config_file=config_file, opts=opts)
     except ConversionError as e:

@@ -6,13 +6,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from torch import Tensor
 
+from ..checkpoint.checkpointer import load_inference_weights, weight_options
+from ..data.class_counts import check_model_matches_datasets
 from ..modeling.inference import build_inference_model
 from ..modeling.meta_arch import OCRSemanticSegmentor
 from ..utils import object_regions
@@ -36,7 +37,9 @@ class Predictor:
     The image is resized as the test loader does (``INPUT.MIN_SIZE_TEST`` /
     ``MAX_SIZE_TEST``, when > 0) and the output is at the original size: semantic models
     return ``{"sem_seg": [K, H, W] logits}``; Panoptic-FPN also ``instances`` and
-    ``panoptic_seg``. ``MODEL.WEIGHTS`` "" keeps the random initialisation (warned).
+    ``panoptic_seg``. ``MODEL.WEIGHTS`` must fill the model (:func:`load_inference_weights`; ""
+    and partial weights only with ``MODEL.WEIGHTS_ALLOW_PARTIAL``, warned), and its class counts
+    must match ``DATASETS.TEST``'s.
 
     Args:
         cfg: the model's config.
@@ -49,11 +52,9 @@ class Predictor:
     def __init__(self, cfg: CfgNode, max_size: int = 0):
         self.cfg = cfg.clone()
         self.cfg.freeze()
+        check_model_matches_datasets(self.cfg, lists=("DATASETS.TEST",))
         model = build_model(self.cfg).eval()
-        if self.cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(model).load(self.cfg.MODEL.WEIGHTS)
-        else:
-            logger.warning("MODEL.WEIGHTS is empty: the model is randomly initialised; its outputs are noise")
+        load_inference_weights(model, self.cfg.MODEL.WEIGHTS, **weight_options(self.cfg))
         self.model = build_inference_model(self.cfg, model).eval()
         self.metadata = demo_metadata(self.cfg)
         self.input_format = self.cfg.INPUT.FORMAT

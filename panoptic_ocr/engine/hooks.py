@@ -17,7 +17,7 @@ from detectron2.utils import comm
 
 from ..evaluation.panoptic_summary import format_panoptic_summary
 from ..utils import save_prediction_overlays
-from .checkpoint import FAULT_ENV, kill_self, fault_requested
+from ..checkpoint.checkpointer import FAULT_ENV, kill_self, fault_requested
 
 __all__ = [
     "FaultInjectionHook",
@@ -137,7 +137,7 @@ class PanopticSummaryHook(HookBase):
 
 class FaultInjectionHook(HookBase):
     """Test-only: SIGKILL this process after the iteration that ``$PANOPTIC_OCR_FAULT`` names
-    (``after_iter:<i>[@<rank>]``, see :data:`panoptic_ocr.engine.checkpoint.FAULT_ENV`), after
+    (``after_iter:<i>[@<rank>]``, see :data:`panoptic_ocr.checkpoint.checkpointer.FAULT_ENV`), after
     the hooks before it (e.g. the periodic checkpointer) ran. :class:`~panoptic_ocr.engine.Trainer`
     registers it only when the variable is set."""
 

@@ -30,8 +30,8 @@ from ..evaluation import (
 )
 from ..modeling.inference import build_inference_model
 from ..test_time_augmentation import SemanticSegmentorWithTTA
-from .checkpoint import FAULT_ENV, ProjectCheckpointer, trim_metrics_for_resume
-from .checks import check_model_matches_datasets
+from ..checkpoint.checkpointer import FAULT_ENV, ProjectCheckpointer, trim_metrics_for_resume
+from ..data.class_counts import check_model_matches_datasets
 from .hooks import FaultInjectionHook, PanopticSummaryHook, PredictionOverlayHook, RecordingEvalHook, merge_eval_results
 from .lr_scheduler import build_lr_scheduler
 
@@ -130,7 +130,7 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         """Check that the model's class counts match every dataset's
-        (:func:`~panoptic_ocr.engine.checks.check_model_matches_datasets`), then build what
+        (:func:`~panoptic_ocr.data.class_counts.check_model_matches_datasets`), then build what
         ``DefaultTrainer.__init__`` builds (model, optimizer, train loader, the SGD/AMP loop, LR
         scheduler, checkpointer, hooks), the model wrapped by :func:`wrap_for_distributed` so
         that several CPU processes work too. ``SOLVER.AMP.ENABLED`` uses Detectron2's
@@ -152,7 +152,9 @@ class Trainer(DefaultTrainer):
         self._trainer = loop(model, data_loader, optimizer)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = ProjectCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = ProjectCheckpointer(
+            model, cfg.OUTPUT_DIR, trusted=cfg.MODEL.WEIGHTS_TRUSTED, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -190,7 +192,7 @@ class Trainer(DefaultTrainer):
         A resumed run continues at the iteration after the checkpoint's, on the schedule of the
         config's ``SOLVER.MAX_ITER``; ``metrics.json`` entries from that iteration on (written by
         the interrupted run after its checkpoint) are moved to a backup
-        (:func:`~panoptic_ocr.engine.checkpoint.trim_metrics_for_resume`), so the file reads as
+        (:func:`~panoptic_ocr.checkpoint.checkpointer.trim_metrics_for_resume`), so the file reads as
         one uninterrupted run."""
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.resumed_from is not None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
@@ -24,7 +23,9 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
+from ..checkpoint.checkpointer import load_inference_weights, weight_options
 from ..config import setup_cfg
+from ..data.class_counts import check_model_matches_datasets
 from ..data import ensure_dataset_available
 from .panoptic_submission import COCOPanopticSubmissionWriter
 
@@ -221,8 +222,9 @@ def export_panoptic(options: ExportOptions) -> Optional[ExportResult]:
     dataset = resolve_dataset(cfg, options.dataset)
     writer = _build_writer(options, cfg, dataset)  # refuses an existing submission before inference
 
+    check_model_matches_datasets(cfg, [dataset])
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_inference_weights(model, cfg.MODEL.WEIGHTS, **weight_options(cfg))
     data_loader = Trainer.build_test_loader(cfg, dataset)
     inference_on_dataset(model, data_loader, writer)
     if not comm.is_main_process():

@@ -36,9 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
-from detectron2.data import detection_utils as utils
 from detectron2.export import TracingAdapter
 from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.panoptic_fpn import PanopticFPN, combine_semantic_and_instance_outputs
@@ -46,6 +44,9 @@ from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_pos
 from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
 
+from ..checkpoint.checkpointer import load_inference_weights, weight_options
+from ..data.class_counts import check_model_matches_datasets
+from ..data.image_files import read_image
 from ..modeling.inference import build_inference_model
 from ..utils.safe_write import atomic_file
 
@@ -97,11 +98,9 @@ def build_export_model(cfg: CfgNode) -> nn.Module:
     cfg.MODEL.INFERENCE_CHANNELS_LAST = False
     cfg.TEST.SLIDING_WINDOW.ENABLED = False
     cfg.freeze()
+    check_model_matches_datasets(cfg, lists=("DATASETS.TEST",))
     model = build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
-        logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
+    load_inference_weights(model, cfg.MODEL.WEIGHTS, **weight_options(cfg))
     return build_inference_model(cfg, model).eval()
 
 
@@ -408,7 +407,7 @@ def check_images(paths: Sequence[str], input_format: str, odd_sizes: Sequence[Tu
     images = []
     for path in paths:
         try:
-            images.append((os.path.basename(path), utils.read_image(path, format=input_format)))
+            images.append((os.path.basename(path), read_image(path, format=input_format)))
         except Exception as e:  # PIL raises several types
             raise OSError(f"cannot read check image {path!r}: {e}") from e
     rng = np.random.default_rng(0)

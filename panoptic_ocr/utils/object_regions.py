@@ -26,7 +26,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
@@ -36,6 +35,9 @@ from detectron2.utils.visualizer import Visualizer
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..checkpoint.checkpointer import load_inference_weights, weight_options
+from ..data.class_counts import check_model_matches_datasets
+from ..data.image_files import read_image
 from ..modeling.contexts import REGIONS
 
 __all__ = [
@@ -205,7 +207,7 @@ def visualize(
 ) -> List[str]:
     """Write the PNGs of one image (see the module docstring); returns their paths."""
     names, metadata = class_names(cfg)
-    image = utils.read_image(image_path, format=cfg.INPUT.FORMAT)
+    image = read_image(image_path, format=cfg.INPUT.FORMAT)
     rgb = utils.convert_image_to_rgb(image, cfg.INPUT.FORMAT)
     height, width = image.shape[:2]
     if cfg.INPUT.MIN_SIZE_TEST > 0:  # the test-time resize of the project's mapper
@@ -273,12 +275,8 @@ def visualize_object_regions(
     cfg.TEST.SLIDING_WINDOW.ENABLED = False
     model = build_model(cfg).eval()
     region_context(model)  # fail before any work when the head has no regions
-    if weights:
-        DetectionCheckpointer(model).load(weights)
-    else:
-        logger.warning(
-            "No --weights: the model is randomly initialised; its regions and prediction are noise"
-        )
+    check_model_matches_datasets(cfg, lists=("DATASETS.TEST",))
+    load_inference_weights(model, weights or "", **weight_options(cfg))
     names, _ = class_names(cfg)
     indices = resolve_classes(classes, names)
     os.makedirs(output_dir, exist_ok=True)

@@ -22,6 +22,7 @@ Example::
         torch.save(state, tmp)
 """
 
+import errno
 import json
 import logging
 import os
@@ -35,10 +36,12 @@ __all__ = [
     "BACKUP_PREFIX",
     "TEMP_PREFIX",
     "OutputExistsError",
+    "OutputWriteError",
     "PendingOutputs",
     "atomic_directory",
     "atomic_file",
     "check_writable",
+    "explained_write_errors",
     "output_exists",
     "save_torch",
     "write_json",
@@ -263,7 +266,7 @@ def atomic_file(path: PathLike, *, overwrite: bool = False) -> Iterator[str]:
         OutputExistsError: ``path`` exists and ``overwrite`` is False (checked before the block
             runs and again before the rename).
     """
-    with PendingOutputs(overwrite=overwrite) as pending:
+    with explained_write_errors(path), PendingOutputs(overwrite=overwrite) as pending:
         yield pending.file(path)
 
 
@@ -276,8 +279,63 @@ def atomic_directory(path: PathLike, *, overwrite: bool = False) -> Iterator[str
     Raises:
         OutputExistsError: ``path`` is a non-empty folder (or a file) and ``overwrite`` is False.
     """
-    with PendingOutputs(overwrite=overwrite) as pending:
+    with explained_write_errors(path), PendingOutputs(overwrite=overwrite) as pending:
         yield pending.directory(path)
+
+
+class OutputWriteError(OSError):
+    """An output could not be written because of its file system (full, read-only, no
+    permission); the message says which, and that the previous output is unchanged."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+# torch.save reports a failed write as a RuntimeError of its C++ zip writer ("enforce fail at
+# inline_container.cc ... file write failed"), without the errno.
+_TORCH_WRITE_FAILURE = ("file write failed", "inline_container", "No space left")
+
+
+def _write_failure(path: PathLike, error: BaseException) -> Optional[str]:
+    """What about the file system made writing ``path`` fail, or None if it was not that."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    code = getattr(error, "errno", None) if isinstance(error, OSError) else None
+    torch_write = isinstance(error, RuntimeError) and any(t in str(error) for t in _TORCH_WRITE_FAILURE)
+    if code is None and not torch_write:
+        return None
+    existing = folder
+    while existing and not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free if existing else None
+    if code in _NO_SPACE or (torch_write and free is not None and free < 64 * 2**20):
+        return f"no space left on the device of '{folder}' ({(free or 0) / 2**20:.1f} MiB free)"
+    if code == errno.EROFS:
+        return f"'{folder}' is on a read-only file system"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied in '{folder}'"
+    if torch_write:
+        return f"the write failed ({str(error).strip().splitlines()[0][:200]})"
+    return None
+
+
+@contextmanager
+def explained_write_errors(path: PathLike) -> Iterator[None]:
+    """Turn a failed write of ``path`` caused by its file system (full disk, read-only, no
+    permission) into an :class:`OutputWriteError` whose message says so and that the previous
+    ``path`` (if any) is unchanged; other errors pass unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, (OutputWriteError, OutputExistsError)):
+            raise
+        reason = _write_failure(path, e)
+        if reason is None:
+            raise
+        kept = "the previous file is unchanged" if os.path.lexists(path) else "nothing was written"
+        raise OutputWriteError(
+            getattr(e, "errno", None) or errno.EIO, f"Cannot write '{path}': {reason}; {kept}"
+        ) from e
 
 
 def write_json(

@@ -5,14 +5,16 @@
 * atomic saves: ``model_*.pth`` and ``last_checkpoint`` are written to a hidden temporary sibling
   (:mod:`panoptic_ocr.utils.safe_write`) and renamed into place, so a process killed while saving
   leaves the previous files intact (and, at worst, a ``.partial-*`` file that is never loaded);
-* a crash-safe resume: the newest checkpoint that loads is used; an unreadable or outdated
-  ``last_checkpoint`` is reported, a corrupt newest checkpoint is skipped with a warning naming
-  it, and the next newest is tried. Nothing is deleted;
-* one :class:`WeightFileError` for a weight file that is missing, truncated, not a checkpoint or
-  of the wrong format, naming the file and which of these it is;
-* ``strict_shapes=True`` (evaluation, export): a checkpoint tensor whose shape differs from the
-  model's (e.g. a classifier for another class count) is an error instead of Detectron2's
-  fine-tuning behaviour (skipped with a warning), which training keeps.
+* a crash-safe resume: the checkpoint ``last_checkpoint`` names is used; when it does not load
+  (or the tag is unreadable) the newest checkpoint that loads is, with a warning naming what was
+  skipped. Nothing is deleted;
+* safe reading (:mod:`panoptic_ocr.checkpoint.weight_files`): no code in a weight file runs
+  unless ``trusted``; one :class:`WeightFileError` for a weight file that is missing, refused,
+  truncated, not a checkpoint or of the wrong format, naming the file and which of these it is;
+* ``strict=True`` (evaluation, the demo, the exports: :func:`load_inference_weights`): weights
+  that do not fill the model exactly (missing or unexpected tensors, another shape, NaN/inf) are
+  an :class:`IncompleteWeightsError` naming the keys, instead of Detectron2's fine-tuning
+  behaviour (skipped with a warning), which training keeps.
 
 :func:`trim_metrics_for_resume` makes ``metrics.json`` of a resumed run the record of one
 uninterrupted run: entries of the iterations that will be trained again are moved to a backup.
@@ -20,19 +22,19 @@ uninterrupted run: entries of the iterations that will be trained again are move
 import json
 import logging
 import os
-import pickle
 import signal
-import zipfile
 from typing import IO, Any, Dict, List, Optional, Tuple, cast
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
 
+from .weight_files import WeightFileError, check_loaded_state_dict, check_weight_file, read_weight_file
 from ..utils.safe_write import TEMP_PREFIX, atomic_file
 
 __all__ = [
     "FAULT_ENV",
+    "IncompleteWeightsError",
     "ProjectCheckpointer",
     "WeightFileError",
     "check_weight_file",
@@ -40,6 +42,7 @@ __all__ = [
     "kill_self",
     "load_inference_weights",
     "trim_metrics_for_resume",
+    "weight_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,8 +54,6 @@ logger = logging.getLogger(__name__)
 # last_checkpoint not updated).
 FAULT_ENV = "PANOPTIC_OCR_FAULT"
 
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTOCOL_2_PLUS = b"\x80"
 LAST_CHECKPOINT = "last_checkpoint"
 
 
@@ -93,78 +94,6 @@ class _KillHalfway:
         self._f.flush()
 
 
-class WeightFileError(ValueError):
-    """A weight file cannot be used. ``path`` is the file; ``kind`` one of :attr:`KINDS`."""
-
-    KINDS = ("missing", "truncated", "not a checkpoint", "wrong format")
-
-    def __init__(self, path: str, kind: str, detail: str):
-        assert kind in self.KINDS, kind
-        self.path, self.kind = path, kind
-        super().__init__(f"Weight file '{path}' is {_KIND_TEXT[kind]}: {detail}")
-
-
-_KIND_TEXT = {
-    "missing": "missing",
-    "truncated": "truncated",
-    "not a checkpoint": "not a checkpoint",
-    "wrong format": "a checkpoint of the wrong format",
-}
-
-
-def check_weight_file(path: str, error: Optional[BaseException] = None) -> None:
-    """Classify why ``path`` cannot be loaded and raise :class:`WeightFileError`; returns when
-    nothing is found wrong with the file itself (``error``, the loader's exception, is then
-    re-raised by the caller).
-
-    Raises:
-        WeightFileError: ``path`` is missing, truncated (a torch zip archive without its end, or
-            a pickle that ends early) or not a checkpoint (neither a zip archive nor a pickle).
-    """
-    if not os.path.isfile(path):
-        what = "a folder, not a file" if os.path.isdir(path) else "no such file"
-        raise WeightFileError(path, "missing", f"{what} (MODEL.WEIGHTS or the checkpoint named by last_checkpoint)")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if size == 0:
-        raise WeightFileError(path, "truncated", "the file is empty (0 bytes)")
-    if head.startswith(_ZIP_MAGIC):
-        if not zipfile.is_zipfile(path):
-            raise WeightFileError(
-                path, "truncated", f"a torch zip archive of {size} bytes without its end (central directory); "
-                "it was probably cut off while being written or copied"
-            )
-        if error is not None:
-            raise WeightFileError(path, "truncated", f"a damaged torch zip archive ({type(error).__name__}: {error})")
-        return
-    if head.startswith(_PICKLE_PROTOCOL_2_PLUS):
-        if isinstance(error, (EOFError, pickle.UnpicklingError)) or (error is not None and "truncated" in str(error)):
-            raise WeightFileError(path, "truncated", f"a pickle that ends early ({type(error).__name__}: {error})")
-        return
-    raise WeightFileError(
-        path, "not a checkpoint",
-        f"neither a torch checkpoint (zip archive) nor a pickle; its first bytes are {head[:12]!r}",
-    )
-
-
-def _check_loaded(path: str, loaded: Any) -> None:
-    """Raise ``WeightFileError("wrong format")`` unless ``loaded["model"]`` maps names to arrays."""
-    model = loaded.get("model") if isinstance(loaded, dict) else None
-    if not isinstance(model, dict) or not model:
-        raise WeightFileError(
-            path, "wrong format",
-            f"it holds a {type(model if isinstance(loaded, dict) and 'model' in loaded else loaded).__name__} without a state dict (expected a dict with 'model', or a state dict "
-            "of tensors, as torch.save(model.state_dict()) writes)",
-        )
-    bad = [k for k, v in model.items() if not (torch.is_tensor(v) or hasattr(v, "shape"))]
-    if bad:
-        raise WeightFileError(
-            path, "wrong format",
-            f"its state dict entry {bad[0]!r} is a {type(model[bad[0]]).__name__}, not a tensor ({len(bad)} such entries)",
-        )
-
-
 class ProjectCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` with atomic saves, a resume that falls back past corrupt
     checkpoints, clear weight-file errors and (``strict_shapes``) shape mismatches as errors.
@@ -174,9 +103,9 @@ class ProjectCheckpointer(DetectionCheckpointer):
         skipped: ``(path, reason)`` of the checkpoints the resume could not use.
     """
 
-    def __init__(self, model, save_dir: str = "", *, strict_shapes: bool = False, **kwargs):
+    def __init__(self, model, save_dir: str = "", *, strict: bool = False, trusted: bool = False, **kwargs):
         super().__init__(model, save_dir, **kwargs)
-        self.strict_shapes = strict_shapes
+        self.strict, self.trusted = strict, trusted
         self.resumed_from: Optional[str] = None
         self._loading = ""  # the file being loaded, for messages
         self.skipped: List[Tuple[str, str]] = []
@@ -224,31 +153,75 @@ class ProjectCheckpointer(DetectionCheckpointer):
             raise
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
-        try:
-            loaded = super()._load_file(filename)
-        except WeightFileError:
-            raise
-        except Exception as e:  # torch/pickle raise many types; say what is wrong with the file
-            check_weight_file(filename, e)
-            raise WeightFileError(filename, "wrong format", f"{type(e).__name__}: {e}") from e
-        _check_loaded(filename, loaded)
+        """Detectron2's file layouts (model-zoo / Caffe2 ``.pkl``, pycls ``.pyth``, torch files),
+        read through :func:`~panoptic_ocr.checkpoint.weight_files.read_weight_file`: no code in
+        the file runs unless ``trusted``."""
+        if filename.endswith(".pkl"):
+            loaded = _pkl_checkpoint(filename, read_weight_file(filename, trusted=self.trusted))
+        elif filename.endswith(".pyth"):
+            data = read_weight_file(filename, trusted=self.trusted)
+            if not isinstance(data, dict) or "model_state" not in data:
+                raise WeightFileError(filename, "wrong format", "a pycls .pyth checkpoint must hold 'model_state'")
+            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+            loaded = {"model": state, "__author__": "pycls", "matching_heuristics": True}
+        else:
+            loaded = super()._load_file(filename)  # reads through _torch_load below
+        check_loaded_state_dict(filename, loaded)
+        return loaded
+
+    def _torch_load(self, f: str) -> Any:
+        loaded = read_weight_file(f, trusted=self.trusted)
+        if not isinstance(loaded, dict):
+            check_loaded_state_dict(f, loaded)  # raises "wrong format", naming what it holds
         return loaded
 
     def _load_model(self, checkpoint: Any):
+        non_finite = _non_finite_tensors(checkpoint.get("model", {}))
+        if non_finite:
+            message = (
+                f"Checkpoint '{self._loading}' holds non-finite values (NaN or inf) in {len(non_finite)} tensor(s): "
+                + ", ".join(f"'{k}'" for k in non_finite[:5])
+                + (" ..." if len(non_finite) > 5 else "")
+                + " (a diverged training run, or a damaged file)."
+            )
+            if self.strict:
+                raise IncompleteWeightsError(message + PARTIAL_HINT)
+            logger.warning(message)
         incompatible = super()._load_model(checkpoint)
-        if self.strict_shapes and incompatible is not None and incompatible.incorrect_shapes:
+        if self.strict and incompatible is not None:
+            self._refuse_incompatible(incompatible)
+        return incompatible
+
+    def _refuse_incompatible(self, incompatible) -> None:
+        """Raise one error naming the shape mismatches, the missing and the unexpected keys."""
+        problems = []
+        if incompatible.incorrect_shapes:
             shapes = "; ".join(f"'{k}' {tuple(c)} in the file, {tuple(m)} in the model" for k, c, m in incompatible.incorrect_shapes[:5])
-            raise ValueError(
+            problems.append(
                 f"Checkpoint '{self._loading}' does not fit the model: {len(incompatible.incorrect_shapes)} tensor(s) "
                 f"differ in shape ({shapes}). A classifier of another size means MODEL.SEM_SEG_HEAD.NUM_CLASSES "
                 f"(or MODEL.ROI_HEADS.NUM_CLASSES) differs from the checkpoint's; evaluation and export need the "
-                f"checkpoint's class count (fine-tune with train_net.py to change it)"
+                f"checkpoint's class count (fine-tune with train_net.py to change it)."
             )
-        return incompatible
+        missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing:
+            problems.append(
+                f"Checkpoint '{self._loading}' does not fill the model: {len(missing)} of its "
+                f"{len(self.model.state_dict())} tensors are not in the file ({_key_list(missing)}); "
+                f"a result from it would come from random weights. Is it a checkpoint of this config's model "
+                f"(MODEL.META_ARCHITECTURE, the head, the backbone)?"
+            )
+        if incompatible.unexpected_keys:
+            problems.append(
+                f"Checkpoint '{self._loading}' holds {len(incompatible.unexpected_keys)} tensor(s) the model does not "
+                f"have ({_key_list(incompatible.unexpected_keys)}): it was saved from another model or config."
+            )
+        if problems:
+            raise IncompleteWeightsError(" ".join(problems) + PARTIAL_HINT)
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
-        """With ``resume``, load the newest checkpoint of ``save_dir`` that loads (see
-        :meth:`resume_candidates`), warning about each one skipped; without checkpoints, or
+        """With ``resume``, load the first checkpoint of :meth:`resume_candidates` that loads
+        (the one ``last_checkpoint`` names, else the newest), warning about each one skipped; without checkpoints, or
         without ``resume``, load ``path`` (model weights only), as Detectron2 does.
 
         Raises:
@@ -280,12 +253,12 @@ class ProjectCheckpointer(DetectionCheckpointer):
         return self.load(path, checkpointables=[])
 
     def resume_candidates(self) -> List[str]:
-        """Checkpoints to resume from, newest first: every ``*.pth`` of ``save_dir`` by
-        modification time (saves are atomic, so the newest complete file is the latest state,
-        even when the process died before updating ``last_checkpoint``; the file that
-        ``last_checkpoint`` names wins a tie). A ``last_checkpoint`` that is unreadable, empty,
-        names a missing file or names an older file than the newest is reported in a warning.
-        Temporaries of interrupted saves (``.partial-*``) are never candidates."""
+        """Checkpoints to resume from, in the order they are tried: the one ``last_checkpoint``
+        names (the run's own record of its latest state: copying or touching an older file
+        does not roll the run back), then, as fallbacks when that one does not load or the tag is
+        unreadable, empty or names a missing file (reported in a warning), every other
+        ``*.pth`` of ``save_dir``, newest first. Temporaries of interrupted saves
+        (``.partial-*``) are never candidates."""
         if not self.save_dir or not os.path.isdir(self.save_dir):
             return []
         names = os.listdir(self.save_dir)
@@ -306,11 +279,17 @@ class ProjectCheckpointer(DetectionCheckpointer):
             except (OSError, UnicodeDecodeError) as e:
                 why = f"unreadable ({e})"
         named = os.path.join(self.save_dir, name) if name else None
-        files.sort(key=lambda p: (os.path.getmtime(p), p == named, p), reverse=True)
+        files.sort(key=lambda p: (p == named, os.path.getmtime(p), p), reverse=True)
         if named not in files:
             logger.warning("Resume: '%s' is %s; trying the checkpoint files newest first", tag, why)
-        elif files[0] != named:
-            logger.warning("Resume: '%s' names '%s' but '%s' is newer (its save finished, the tag was not updated)", tag, name, files[0])
+        else:
+            newer = [p for p in files[1:] if os.path.getmtime(p) > os.path.getmtime(named)]
+            if newer:
+                logger.warning(
+                    "Resume: following '%s' to '%s'; %d checkpoint file(s) are newer (e.g. '%s': a save whose tag "
+                    "was not updated, or a copied or touched file) and are used only if it does not load",
+                    tag, named, len(newer), newer[0],
+                )
         partial = [n for n in names if n.startswith(TEMP_PREFIX)]
         if partial:
             logger.warning("Resume: ignoring %d temporary file(s) of interrupted saves, e.g. '%s' (not deleted)", len(partial), partial[0])
@@ -331,16 +310,86 @@ class _CountingWriter:
         pass
 
 
-def load_inference_weights(model: torch.nn.Module, weights: str, *, save_dir: str = "", resume: bool = False) -> None:
-    """Load ``weights`` (or, with ``resume``, the newest checkpoint of ``save_dir`` that loads)
-    into ``model`` for evaluation, export or visualisation: a tensor whose shape differs from the
-    model's is an error (:class:`ProjectCheckpointer` with ``strict_shapes``).
+def load_inference_weights(
+    model: torch.nn.Module,
+    weights: str,
+    *,
+    save_dir: str = "",
+    resume: bool = False,
+    allow_partial: bool = False,
+    trusted: bool = False,
+) -> None:
+    """Load ``weights`` (or, with ``resume``, the checkpoint of ``save_dir`` that
+    ``last_checkpoint`` names) into ``model`` for a tool that produces a result (evaluation, the
+    demo, the exports, object regions): the weights must fill the model exactly.
 
+    Args:
+        allow_partial: load what fits and warn about the rest (``MODEL.WEIGHTS_ALLOW_PARTIAL``,
+            ``--allow-partial-weights``), and accept an empty ``weights`` (random weights).
+        trusted: read any pickle (``MODEL.WEIGHTS_TRUSTED``): only for files you trust.
     Raises:
-        WeightFileError: the weight file is missing, truncated, not a checkpoint or of the wrong format.
-        ValueError: a checkpoint tensor does not fit the model (e.g. another class count).
+        WeightFileError: the weight file is missing, refused, truncated, not a checkpoint or of
+            the wrong format.
+        IncompleteWeightsError: ``weights`` is empty; or model tensors are missing from the file,
+            the file has tensors the model lacks, a shape differs (e.g. another class count) or a
+            value is NaN/inf. Nothing is raised for these with ``allow_partial`` (warnings).
     """
-    ProjectCheckpointer(model, save_dir=save_dir, strict_shapes=True).resume_or_load(weights, resume=resume)
+    checkpointer = ProjectCheckpointer(model, save_dir=save_dir, strict=not allow_partial, trusted=trusted)
+    if not weights and not (resume and checkpointer.resume_candidates()):
+        if not allow_partial:
+            raise IncompleteWeightsError(
+                "MODEL.WEIGHTS is empty: the model would keep its random initialisation, and any result of it "
+                "is meaningless; set MODEL.WEIGHTS to a checkpoint of this config's model." + PARTIAL_HINT
+            )
+        logger.warning("MODEL.WEIGHTS is empty: the model is randomly initialised; its outputs are noise")
+    checkpointer.resume_or_load(weights, resume=resume)
+
+
+def weight_options(cfg) -> Dict[str, bool]:
+    """``allow_partial`` and ``trusted`` of :func:`load_inference_weights` from ``cfg``
+    (``MODEL.WEIGHTS_ALLOW_PARTIAL``, ``MODEL.WEIGHTS_TRUSTED``)."""
+    return {"allow_partial": bool(cfg.MODEL.WEIGHTS_ALLOW_PARTIAL), "trusted": bool(cfg.MODEL.WEIGHTS_TRUSTED)}
+
+
+PARTIAL_HINT = (
+    " To use such weights anyway (what fits is loaded, the rest keeps its initialisation), pass "
+    "--allow-partial-weights (MODEL.WEIGHTS_ALLOW_PARTIAL True)."
+)
+
+
+class IncompleteWeightsError(ValueError):
+    """Weights that do not fill the model exactly, where a result is produced from them."""
+
+
+def _key_list(keys: List[str], limit: int = 5) -> str:
+    shown = ", ".join(f"'{k}'" for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _non_finite_tensors(state: Dict[str, Any]) -> List[str]:
+    """Names of the floating-point tensors/arrays of ``state`` holding a NaN or an inf."""
+    bad = []
+    for name, value in state.items():
+        tensor = value if torch.is_tensor(value) else torch.as_tensor(value) if hasattr(value, "dtype") else None
+        if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad.append(name)
+    return bad
+
+
+def _pkl_checkpoint(filename: str, data: Any) -> Dict[str, Any]:
+    """Detectron2's reading of a ``.pkl`` file's content: model-zoo files (``model`` and
+    ``__author__``) as they are; Caffe2/Detectron1 files (``blobs``, or a bare dict of arrays)
+    without their ``*_momentum`` entries and with name-matching heuristics."""
+    if not isinstance(data, dict):
+        raise WeightFileError(filename, "wrong format", f"it holds a {type(data).__name__}, not a dict")
+    if "model" in data and "__author__" in data:
+        logger.info("Reading a file from '%s'", data["__author__"])
+        return data
+    blobs = data.get("blobs", data)
+    if not isinstance(blobs, dict):
+        raise WeightFileError(filename, "wrong format", f"its 'blobs' is a {type(blobs).__name__}, not a dict")
+    model = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+    return {"model": model, "__author__": "Caffe2", "matching_heuristics": True}
 
 
 def trim_metrics_for_resume(metrics_file: str, start_iter: int) -> Optional[str]:

@@ -35,25 +35,28 @@ def expected_class_counts(cfg) -> List[Tuple[str, int, str]]:
     return counts
 
 
-def _used_datasets(cfg) -> Iterable[Tuple[str, str]]:
+def _used_datasets(cfg, lists: Sequence[str]) -> Iterable[Tuple[str, str]]:
     seen = set()
-    for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
+    for key in lists:
         for name in cfg.DATASETS.TRAIN if key == "DATASETS.TRAIN" else cfg.DATASETS.TEST:
             if name not in seen:
                 seen.add(name)
                 yield name, key
 
 
-def check_model_matches_datasets(cfg, dataset_names: Optional[Sequence[str]] = None) -> None:
+def check_model_matches_datasets(
+    cfg, dataset_names: Optional[Sequence[str]] = None, *, lists: Sequence[str] = ("DATASETS.TRAIN", "DATASETS.TEST")
+) -> None:
     """Check every class count of the model (:func:`expected_class_counts`) against the metadata
-    of every dataset used: ``dataset_names`` if given (e.g. the dataset whose class names an
-    export or the demo writes), else ``DATASETS.TRAIN`` and ``DATASETS.TEST``. A dataset without
-    the metadata field (or not registered, which Detectron2 reports itself) is not checked.
+    of every dataset used: ``dataset_names`` if given (e.g. the dataset a submission is written
+    for), else those of the config ``lists`` (training: both; evaluation, the demo and the
+    exports: ``("DATASETS.TEST",)``). A dataset without the metadata field (or not registered,
+    which Detectron2 reports itself) is not checked.
 
     Raises:
         ClassCountMismatchError: naming the config key, the dataset and both numbers.
     """
-    pairs = [(n, "dataset") for n in dataset_names] if dataset_names is not None else list(_used_datasets(cfg))
+    pairs = [(n, "dataset") for n in dataset_names] if dataset_names is not None else list(_used_datasets(cfg, lists))
     registered = set(DatasetCatalog.list())
     for name, where in pairs:
         if name not in registered:
