@@ -1,17 +1,28 @@
 """The context-head zoo (PPM, ASPP, DANet, CC-attention, self-attention, double attention) and
 OCR: building from config, shapes at odd sizes, training and inference, pinned paper-size
-parameter counts, and a smoke run of tools/benchmark_heads.py."""
+parameter counts, a smoke run of tools/benchmark_heads.py, and the registry with the config
+nodes the context modules declare."""
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_sem_seg_head
 
+import panoptic_ocr
 from conftest import REPO_ROOT, make_cfg
-from panoptic_ocr.modeling.contexts import REGIONS, CrissCrossAttention
+from panoptic_ocr.modeling.contexts import (
+    REGIONS,
+    ContextModule,
+    CrissCrossAttention,
+    context_class,
+    context_config_nodes,
+)
+from panoptic_ocr.modeling.contexts import registry as context_registry
+from panoptic_ocr.modeling.named_registry import NamedRegistry
 
 NUM_CLASSES = 5
 STRIDE = 8
@@ -162,3 +173,83 @@ def test_benchmark_json_smoke():
     for r in results:
         assert {"name", "params", "macs", "peak_memory_mb", "latency_ms"} <= set(r)
         assert r["params"] > 0 and r["macs"] > 0 and r["peak_memory_mb"] > 0 and r["latency_ms"] > 0
+
+
+# --------------------------------------------------------------- registry and config nodes
+def test_named_registry_registers_gets_and_lists():
+    registry = NamedRegistry("TEST")
+
+    @registry.register("b")
+    class B:
+        pass
+
+    registry.register("a")(len)
+    assert registry.get("b") is B and registry.get("a") is len
+    assert "a" in registry and "c" not in registry and len(registry) == 2
+    assert list(registry) == [("b", B), ("a", len)] and registry.names() == ("a", "b")
+    with pytest.raises(ValueError, match=r"'b' is already registered in the TEST registry"):
+        registry.register("b")(str)
+    assert registry.get("b") is B  # the first registration stays
+    with pytest.raises(
+        KeyError, match=r"no object named 'c' in the TEST registry; registered: a, b"
+    ):
+        registry.get("c")
+    with pytest.raises(TypeError, match="non-empty string"):
+        registry.register(B)
+
+
+def test_unknown_context_names_the_key_and_the_registered_modules():
+    with pytest.raises(ValueError, match=r"SEM_SEG_HEAD.CONTEXT is 'nope'.*aspp, cc_attention"):
+        context_class("nope")
+
+
+def _fake_context(node, defaults, keys=None):
+    return type("Fake", (ContextModule,), {"CONFIG_NODE": node, "CONFIG_DEFAULTS": defaults,
+                                           "CONFIG_KEYS": keys or {}})
+
+
+def test_context_config_nodes_are_collected_once_and_conflicts_name_both(monkeypatch):
+    nodes = context_config_nodes()
+    assert set(nodes) == {"OCR", "PPM", "ASPP", "SELF_ATTENTION", "DOUBLE_ATTENTION", "DANET",
+                          "CC_ATTENTION", "COARSE_TO_FINE"}
+    ocr = {"MID_CHANNELS": 512, "KEY_CHANNELS": 256, "PROJ_LAYERS": 2, "DROPOUT": 0.05}
+    assert nodes["OCR"] == ocr
+    nodes["OCR"]["MID_CHANNELS"] = 1  # a copy: the class's declaration is untouched
+    assert context_config_nodes()["OCR"]["MID_CHANNELS"] == 512
+
+    fake = NamedRegistry("CONTEXT")  # a stand-in registry, restored by monkeypatch
+    monkeypatch.setattr(context_registry, "CONTEXT_REGISTRY", fake)
+    fake.register("first")(_fake_context("X", {"A": 1, "B": 2}))
+    fake.register("same")(_fake_context("X", {"A": 1, "B": 2}))
+    assert context_config_nodes() == {"X": {"A": 1, "B": 2}}
+    fake.register("other")(_fake_context("X", {"A": 1, "B": 3}))
+    with pytest.raises(ValueError, match=r"MODEL.X .*'first' \(.*Fake\) and 'other' .*keys B"):
+        context_config_nodes()
+
+
+@pytest.mark.parametrize(
+    "node,defaults,keys,match",
+    [
+        ("X", {}, {}, r"reads MODEL.X but declares no CONFIG_DEFAULTS"),
+        ("", {"A": 1}, {}, r"CONFIG_DEFAULTS but no CONFIG_NODE"),
+        ("X", {"A": 1}, {"b": "B"}, r"CONFIG_KEYS\['b'\] is MODEL.X.B, which its CONFIG_DEFAULTS"),
+    ],
+)
+def test_inconsistent_context_config_declarations_are_errors(monkeypatch, node, defaults, keys,
+                                                             match):
+    fake = NamedRegistry("CONTEXT")
+    monkeypatch.setattr(context_registry, "CONTEXT_REGISTRY", fake)
+    fake.register("bad")(_fake_context(node, defaults, keys))
+    with pytest.raises(ValueError, match=match):
+        context_config_nodes()
+
+
+def test_add_ocr_config_adds_the_declared_nodes_and_refuses_to_replace_another(monkeypatch):
+    cfg = make_cfg()
+    assert cfg.MODEL.PPM.BINS == (1, 2, 3, 6) and cfg.MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT == 0.5
+    panoptic_ocr.add_ocr_config(cfg)  # a second call is harmless
+    fake = NamedRegistry("CONTEXT")
+    monkeypatch.setattr(context_registry, "CONTEXT_REGISTRY", fake)
+    fake.register("clash")(_fake_context("RESNETS", {"DEPTH": 50}))
+    with pytest.raises(ValueError, match=r"MODEL.RESNETS, the CONFIG_NODE of a context module"):
+        panoptic_ocr.add_ocr_config(get_cfg())

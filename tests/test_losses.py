@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from conftest import make_cfg
 from panoptic_ocr.modeling.losses import (
+    SEM_SEG_LOSS_REGISTRY,
     CrossEntropyLoss,
     HardPixelMiningLoss,
     LovaszSoftmaxLoss,
@@ -21,6 +22,7 @@ from panoptic_ocr.modeling.losses import (
     lovasz_softmax_flat,
     registered_loss_types,
 )
+from panoptic_ocr.modeling.named_registry import NamedRegistry
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 IGN = 255
@@ -300,6 +302,15 @@ def _cfg_for(name: str, k: int):
 
 def test_every_loss_is_registered():
     assert set(ALL_LOSSES) == set(registered_loss_types())
+
+
+def test_loss_registry_is_the_projects_named_registry():
+    assert isinstance(SEM_SEG_LOSS_REGISTRY, NamedRegistry)
+    assert SEM_SEG_LOSS_REGISTRY.get("cross_entropy") is CrossEntropyLoss
+    assert dict(SEM_SEG_LOSS_REGISTRY)["lovasz_softmax"] is LovaszSoftmaxLoss
+    with pytest.raises(ValueError, match=r"'rmi' is already registered in the SEM_SEG_LOSS"):
+        SEM_SEG_LOSS_REGISTRY.register("rmi")(CrossEntropyLoss)
+    assert SEM_SEG_LOSS_REGISTRY.get("rmi") is RMILoss
 
 
 @pytest.mark.parametrize("k", [2, 5])

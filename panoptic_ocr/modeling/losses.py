@@ -29,9 +29,10 @@ from typing import Optional, Sequence, Tuple
 import torch
 from detectron2.config import CfgNode
 from detectron2.projects.deeplab.loss import DeepLabCE
-from detectron2.utils.registry import Registry
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .named_registry import NamedRegistry
 
 __all__ = [
     "SEM_SEG_LOSS_REGISTRY",
@@ -48,22 +49,7 @@ __all__ = [
     "rmi_lower_bound",
 ]
 
-class _LossRegistry(Registry):
-    """A Registry whose entries are registered under a given name (the config value), not the
-    object's ``__name__``: ``@SEM_SEG_LOSS_REGISTRY.register("cross_entropy")``."""
-
-    def register(self, name=None):  # type: ignore[override]
-        if name is None or not isinstance(name, str):
-            return super().register(name)
-
-        def deco(obj):
-            self._do_register(name, obj)
-            return obj
-
-        return deco
-
-
-SEM_SEG_LOSS_REGISTRY = _LossRegistry("SEM_SEG_LOSS")
+SEM_SEG_LOSS_REGISTRY = NamedRegistry("SEM_SEG_LOSS")
 SEM_SEG_LOSS_REGISTRY.__doc__ = """Semantic-segmentation losses, by the name used in
 ``MODEL.SEM_SEG_HEAD.LOSS_TYPE`` (final output) and ``MODEL.SEM_SEG_HEAD.AUX_LOSS_TYPE``
 (auxiliary branch). A registered object is called as ``obj.from_config(cfg, branch)`` and
@@ -532,7 +518,8 @@ class LovaszSoftmaxLoss(nn.Module):
 
 
 def registered_loss_types() -> Tuple[str, ...]:
-    return tuple(sorted(name for name, _ in SEM_SEG_LOSS_REGISTRY))
+    """The loss names of :data:`SEM_SEG_LOSS_REGISTRY`, sorted."""
+    return SEM_SEG_LOSS_REGISTRY.names()
 
 
 def build_sem_seg_loss(cfg: CfgNode, branch: str = "main") -> nn.Module:

@@ -12,7 +12,7 @@ from .registry import CONTEXT_REGISTRY, ContextModule
 __all__ = ["ASPPContext"]
 
 
-@CONTEXT_REGISTRY.register_as("aspp")
+@CONTEXT_REGISTRY.register("aspp")
 class ASPPContext(ContextModule, nn.Module):
     """ASPP (Detectron2's :class:`~detectron2.layers.ASPP`): a 1x1 branch, three 3x3 branches
     dilated by ``dilations`` and a global image-pooling branch, concatenated and fused by a 1x1
@@ -23,7 +23,16 @@ class ASPPContext(ContextModule, nn.Module):
     Paper size (2048 -> 256, dilations 12/24/36): 15.53M parameters, 492 GFLOPs at 128 x 128.
     """
 
+    # ASPPHead (DeepLabv3 atrous spatial pyramid pooling); paper-size defaults.
     CONFIG_NODE = "ASPP"
+    CONFIG_DEFAULTS = {
+        # Dilations of the three 3x3 branches (DeepLabv3 at output stride 8: 12, 24, 36).
+        "DILATIONS": (12, 24, 36),
+        # Channels of every branch and of the 1x1 fuse (DeepLabv3: 256).
+        "CHANNELS": 256,
+        # Dropout rate after the 1x1 fuse (DeepLab: 0.1).
+        "DROPOUT": 0.1,
+    }
     CONFIG_KEYS = {
         "dilations": "DILATIONS",
         "channels": "CHANNELS",

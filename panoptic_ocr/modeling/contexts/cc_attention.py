@@ -75,7 +75,7 @@ class CrissCrossAttention(nn.Module):
         return self.gamma * (out_column + out_row) + x
 
 
-@CONTEXT_REGISTRY.register_as("cc_attention")
+@CONTEXT_REGISTRY.register("cc_attention")
 class CCAttentionContext(ContextModule, nn.Module):
     """Recurrent criss-cross attention (RCCA) on ``mid_channels``, laid out as the ``variant``
     says (module docstring), then Dropout2d. ``recurrence = 2`` lets every pixel reach every
@@ -84,7 +84,23 @@ class CCAttentionContext(ContextModule, nn.Module):
     Shapes: ``[N, C_in, h, w] -> [N, mid_channels, h, w]``.
     """
 
+    # CCAttentionHead (CCNet criss-cross attention); paper-size defaults.
     CONFIG_NODE = "CC_ATTENTION"
+    CONFIG_DEFAULTS = {
+        # "original": CCNet's RCCA module, 3x3 convs and a 3x3 bottleneck over [2048 input,
+        # context] (23.9M params, Table 4's 804 GFLOPs); "compact": 1x1 convs and a 1x1 fuse
+        # over [x, context] at 512 channels (10.56M params, Table 4's 10.6M; ~366 GFLOPs).
+        "VARIANT": "original",
+        # Channels of the criss-cross attention and of the output (CCNet: input / 4 = 512).
+        "MID_CHANNELS": 512,
+        # Query/key channels (CCNet: MID_CHANNELS / 8 = 64).
+        "QK_CHANNELS": 64,
+        # Times the (weight-shared) criss-cross attention is applied (CCNet: 2 covers all
+        # pixels).
+        "RECURRENCE": 2,
+        # Dropout2d rate on the output (CCNet: 0.1).
+        "DROPOUT": 0.1,
+    }
     CONFIG_KEYS = {
         "mid_channels": "MID_CHANNELS",
         "qk_channels": "QK_CHANNELS",

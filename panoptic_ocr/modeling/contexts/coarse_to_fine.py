@@ -45,17 +45,29 @@ class _ConvBranch(ContextModule, nn.Sequential):
         self.out_channels = out_channels if out_channels > 0 else in_channels
 
 
-@CONTEXT_REGISTRY.register_as("fine")
+@CONTEXT_REGISTRY.register("fine")
 class FineContext(_ConvBranch):
     """The fine branch (supplementary Table 1): 3x3 conv to ``MODEL.OCR.MID_CHANNELS``, norm,
-    ReLU, Dropout2d ``MODEL.OCR.DROPOUT``; no context."""
+    ReLU, Dropout2d ``MODEL.OCR.DROPOUT`` (``MODEL.OCR`` is declared by ``OCRContext``); no
+    context.
+
+    Declares ``MODEL.COARSE_TO_FINE``, which :class:`~panoptic_ocr.modeling.heads.ContextHead`
+    reads to ensemble this fine prediction with the coarse one (``LabelEnsembleHead``).
+    """
+
+    # The coarse-to-fine baselines (docs/ocr_variants.md).
+    CONFIG_NODE = "COARSE_TO_FINE"
+    CONFIG_DEFAULTS = {
+        # LabelEnsembleHead: logits = (1 - w) * fine + w * coarse, with w this weight in [0, 1].
+        "ENSEMBLE_WEIGHT": 0.5,
+    }
 
     @classmethod
     def from_config(cls, cfg, in_channels: int, norm: str) -> "FineContext":
         return cls(in_channels, cfg.MODEL.OCR.MID_CHANNELS, norm, cfg.MODEL.OCR.DROPOUT)
 
 
-@CONTEXT_REGISTRY.register_as("coarse_only")
+@CONTEXT_REGISTRY.register("coarse_only")
 class CoarseOnlyContext(_ConvBranch):
     """The coarse-only baseline: reads the auxiliary feature (stage 3) through the auxiliary
     branch's structure (``AUX_KERNEL_SIZE`` conv to ``AUX_CHANNELS``, norm, ReLU, Dropout2d
@@ -70,7 +82,7 @@ class CoarseOnlyContext(_ConvBranch):
         return cls(in_channels, head.AUX_CHANNELS, norm, head.AUX_DROPOUT, head.AUX_KERNEL_SIZE)
 
 
-@CONTEXT_REGISTRY.register_as("label_refinement")
+@CONTEXT_REGISTRY.register("label_refinement")
 class LabelRefinementContext(_ConvBranch):
     """Label refinement (supplementary sec. A): the coarse segmentation, as class probabilities
     (softmax over K of the region logits), is concatenated with the stage-4 feature and the

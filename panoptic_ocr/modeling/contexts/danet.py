@@ -69,7 +69,7 @@ class ChannelAttention(nn.Module):
         return self.gamma * out.view_as(x) + x
 
 
-@CONTEXT_REGISTRY.register_as("danet")
+@CONTEXT_REGISTRY.register("danet")
 class DANetContext(ContextModule, nn.Module):
     """Position and channel attention on ``mid_channels``, combined as the ``variant`` says
     (module docstring), then Dropout2d.
@@ -77,7 +77,20 @@ class DANetContext(ContextModule, nn.Module):
     Shapes: ``[N, C_in, h, w] -> [N, mid_channels, h, w]``.
     """
 
+    # DANetHead (position + channel attention); paper-size defaults.
     CONFIG_NODE = "DANET"
+    CONFIG_DEFAULTS = {
+        # "original": DANet's head, two 3x3 2048->512 branches with 3x3 post-convs, summed
+        # (23.9M params, Table 4's 1110 GFLOPs); "compact": one shared 3x3 2048->512 conv,
+        # 1x1 fuse of [x, PAM, CAM] (10.55M params, Table 4's 10.6M; ~672 GFLOPs).
+        "VARIANT": "original",
+        # Channels of the attention modules and of the output (DANet: input / 4 = 512).
+        "MID_CHANNELS": 512,
+        # Query/key channels of the position attention (DANet: MID_CHANNELS / 8 = 64).
+        "QK_CHANNELS": 64,
+        # Dropout2d rate on the output (DANet: 0.1).
+        "DROPOUT": 0.1,
+    }
     CONFIG_KEYS = {
         "mid_channels": "MID_CHANNELS",
         "qk_channels": "QK_CHANNELS",

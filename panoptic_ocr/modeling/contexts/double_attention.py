@@ -11,7 +11,7 @@ from .registry import CONTEXT_REGISTRY, ContextModule
 __all__ = ["DoubleAttentionContext"]
 
 
-@CONTEXT_REGISTRY.register_as("double_attention")
+@CONTEXT_REGISTRY.register("double_attention")
 class DoubleAttentionContext(ContextModule, nn.Module):
     """A 3x3 conv-norm-ReLU to ``mid_channels`` (x), then A2-Net's double attention:
 
@@ -29,7 +29,18 @@ class DoubleAttentionContext(ContextModule, nn.Module):
     Paper size (2048 -> 512, key 256, 64 regions): 10.29M parameters, 338 GFLOPs at 128 x 128.
     """
 
+    # DoubleAttentionHead (A2-Net gather-distribute); paper-size defaults.
     CONFIG_NODE = "DOUBLE_ATTENTION"
+    CONFIG_DEFAULTS = {
+        # Channels after the 3x3 input conv and of the output (paper: 512).
+        "MID_CHANNELS": 512,
+        # Channels of the gathered features, A2-Net's c_m (256).
+        "KEY_CHANNELS": 256,
+        # Number of gathering/distribution attention maps, A2-Net's c_n (paper's best: 64).
+        "NUM_REGIONS": 64,
+        # Dropout2d rate after the fuse conv (as OCR: 0.05).
+        "DROPOUT": 0.05,
+    }
     CONFIG_KEYS = {
         "mid_channels": "MID_CHANNELS",
         "key_channels": "KEY_CHANNELS",

@@ -10,7 +10,7 @@ from .registry import CONTEXT_REGISTRY, REGIONS, ContextModule
 __all__ = ["OCRContext"]
 
 
-@CONTEXT_REGISTRY.register_as("ocr")
+@CONTEXT_REGISTRY.register("ocr")
 class OCRContext(ContextModule, nn.Module):
     """The OCR module: 3x3 conv to ``mid_channels`` (x), object region representations
     (eq. 4), pixel-region relations (eq. 5), object contextual representation (eq. 3) and the
@@ -21,7 +21,22 @@ class OCRContext(ContextModule, nn.Module):
     """
 
     consumes = REGIONS
+    # OCR module (paper sections 3.2-3.3). Channel numbers default to the paper's. Also read by
+    # the OCR variants (relation schemes, oracle) and the coarse-to-fine baselines.
     CONFIG_NODE = "OCR"
+    CONFIG_DEFAULTS = {
+        # Channels of the pixel representation x (after a 3x3 conv) and of g's output
+        # (paper: 512).
+        "MID_CHANNELS": 512,
+        # Channels of phi, psi and delta (paper: 256); relations are scaled by
+        # KEY_CHANNELS**-0.5.
+        "KEY_CHANNELS": 256,
+        # Number of 1x1 conv-BN-ReLU layers in phi and in psi: 1 as in the paper's text and its
+        # Table 4 count, 2 (default) as in the authors' released code.
+        "PROJ_LAYERS": 2,
+        # Dropout2d rate after g (authors' code: 0.05).
+        "DROPOUT": 0.05,
+    }
     CONFIG_KEYS = {
         "mid_channels": "MID_CHANNELS",
         "key_channels": "KEY_CHANNELS",

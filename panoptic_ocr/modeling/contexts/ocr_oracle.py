@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from ..layers import conv_norm_relu
 from ..object_context import ObjectContextBlock
+from .ocr import OCRContext
 from .registry import CONTEXT_REGISTRY, TARGETS, ContextModule
 
 __all__ = ["ground_truth_regions", "GroundTruthOCRContext"]
@@ -39,7 +40,7 @@ def ground_truth_regions(targets: Tensor, num_classes: int, size: torch.Size, ig
     return onehot.permute(0, 3, 1, 2).float()
 
 
-@CONTEXT_REGISTRY.register_as("ocr_gt_oracle")
+@CONTEXT_REGISTRY.register("ocr_gt_oracle")
 class GroundTruthOCRContext(ContextModule, nn.Module):
     """The OCR module with the ground truth's regions and relations (paper sec. 3.4, ours*).
 
@@ -62,6 +63,7 @@ class GroundTruthOCRContext(ContextModule, nn.Module):
     consumes = TARGETS
 
     CONFIG_NODE = "OCR"
+    CONFIG_DEFAULTS = OCRContext.CONFIG_DEFAULTS  # OCR's node, declared in ocr.py
     CONFIG_KEYS = {
         "num_classes": "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
         "mid_channels": "MID_CHANNELS",

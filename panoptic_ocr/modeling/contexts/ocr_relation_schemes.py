@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..layers import conv_norm_relu
 from ..object_context import ObjectContextBlock, gather_object_regions
+from .ocr import OCRContext
 from .registry import CONTEXT_REGISTRY, REGIONS, ContextModule
 
 __all__ = ["OCRRelationSchemeContext", "OCRDoubleAttentionRelationContext", "OCRACFRelationContext"]
@@ -37,6 +38,7 @@ class OCRRelationSchemeContext(ContextModule, nn.Module):
     SCHEMES = ("double_attention", "acf")
     consumes = REGIONS
     CONFIG_NODE = "OCR"
+    CONFIG_DEFAULTS = OCRContext.CONFIG_DEFAULTS  # OCR's node, declared in ocr.py
     CONFIG_KEYS = {
         "num_classes": "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
         "mid_channels": "MID_CHANNELS",
@@ -84,7 +86,7 @@ class OCRRelationSchemeContext(ContextModule, nn.Module):
         return cls(in_channels, norm=norm, scheme=cls.scheme, **cls.config_kwargs(cfg))
 
 
-@CONTEXT_REGISTRY.register_as("ocr_da_relations")
+@CONTEXT_REGISTRY.register("ocr_da_relations")
 class OCRDoubleAttentionRelationContext(OCRRelationSchemeContext):
     """OCR with Double-Attention relations (Table 1, "DA scheme"): the relation of pixel i to the
     K regions is predicted from x_i alone (1x1 conv + softmax over K)."""
@@ -92,7 +94,7 @@ class OCRDoubleAttentionRelationContext(OCRRelationSchemeContext):
     scheme = "double_attention"
 
 
-@CONTEXT_REGISTRY.register_as("ocr_acf_relations")
+@CONTEXT_REGISTRY.register("ocr_acf_relations")
 class OCRACFRelationContext(OCRRelationSchemeContext):
     """OCR with ACFNet relations (Table 1, "ACF scheme"): the relation of pixel i to region k is
     the coarse segmentation's class probability ``softmax_k(M_k(i))``; nothing is learnt."""

@@ -13,7 +13,7 @@ from .registry import CONTEXT_REGISTRY, ContextModule
 __all__ = ["PyramidPoolingContext"]
 
 
-@CONTEXT_REGISTRY.register_as("ppm")
+@CONTEXT_REGISTRY.register("ppm")
 class PyramidPoolingContext(ContextModule, nn.Module):
     """Pyramid pooling: for every bin size b, adaptive average pooling to ``b x b``, a 1x1
     conv-norm-ReLU to ``branch_channels`` and bilinear upsampling back to ``h x w``; then a
@@ -26,7 +26,19 @@ class PyramidPoolingContext(ContextModule, nn.Module):
     Paper size (2048 -> 512, bins 1/2/3/6): 23.07M parameters, 619 GFLOPs at 128 x 128.
     """
 
+    # PPMHead (PSPNet pyramid pooling); paper-size defaults (2048-channel input at output
+    # stride 8), as every node of the context-head zoo (docs/context_heads.md).
     CONFIG_NODE = "PPM"
+    CONFIG_DEFAULTS = {
+        # Output sizes of the adaptive average poolings (PSPNet: 1, 2, 3, 6).
+        "BINS": (1, 2, 3, 6),
+        # Channels of each pooled branch's 1x1 conv (PSPNet: 512 for a 2048-channel input).
+        "BRANCH_CHANNELS": 512,
+        # Output channels of the 3x3 bottleneck over [input, branches] (PSPNet: 512).
+        "OUT_CHANNELS": 512,
+        # Dropout2d rate after the bottleneck (PSPNet: 0.1).
+        "DROPOUT": 0.1,
+    }
     CONFIG_KEYS = {
         "bins": "BINS",
         "branch_channels": "BRANCH_CHANNELS",

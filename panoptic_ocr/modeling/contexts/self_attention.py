@@ -10,7 +10,7 @@ from .registry import CONTEXT_REGISTRY, ContextModule
 __all__ = ["SelfAttentionContext"]
 
 
-@CONTEXT_REGISTRY.register_as("self_attention")
+@CONTEXT_REGISTRY.register("self_attention")
 class SelfAttentionContext(ContextModule, nn.Module):
     """A 3x3 conv-norm-ReLU to ``mid_channels`` (x), then pixel-pixel self-attention:
 
@@ -25,7 +25,17 @@ class SelfAttentionContext(ContextModule, nn.Module):
     Paper size (2048 -> 512, key 256): 10.49M parameters, 619 GFLOPs at 128 x 128.
     """
 
+    # SelfAttentionHead (non-local, pixel-pixel relations); paper-size defaults.
     CONFIG_NODE = "SELF_ATTENTION"
+    CONFIG_DEFAULTS = {
+        # Channels after the 3x3 input conv and of the output (paper: 512, as OCR).
+        "MID_CHANNELS": 512,
+        # Channels of query, key and value; logits are scaled by KEY_CHANNELS**-0.5
+        # (paper: 256).
+        "KEY_CHANNELS": 256,
+        # Dropout2d rate after the fuse conv (as OCR: 0.05).
+        "DROPOUT": 0.05,
+    }
     CONFIG_KEYS = {
         "mid_channels": "MID_CHANNELS",
         "key_channels": "KEY_CHANNELS",
