@@ -10,7 +10,7 @@
 
 ``--input``: files, globs or folders; ``--output``: a folder, or a file for one input.
 ``MODEL.WEIGHTS ""`` runs on random weights. What is written is listed in
-panoptic_ocr/demo/runner.py (and the README); existing outputs are kept unless --overwrite.
+demo/runner.py (and the README); existing outputs are kept unless --overwrite.
 The run ends with a count of what was written and skipped.
 """
 import argparse
@@ -25,8 +25,9 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from panoptic_ocr import setup_cfg  # noqa: E402
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
-from panoptic_ocr.demo import Predictor, run_images, run_video  # noqa: E402
+from panoptic_ocr.engine.predictor import Predictor  # noqa: E402
 from panoptic_ocr.utils.safe_write import OutputExistsError  # noqa: E402
+from runner import run_images, run_video  # noqa: E402  (demo/runner.py, beside this file)
 
 
 def get_parser() -> argparse.ArgumentParser:

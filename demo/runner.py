@@ -1,5 +1,5 @@
 """The demo's work (``demo/demo.py`` parses the command line): expand the inputs, name the
-outputs, run the :class:`~panoptic_ocr.demo.predictor.Predictor`, draw with Detectron2's
+outputs, run the :class:`~panoptic_ocr.engine.predictor.Predictor`, draw with Detectron2's
 ``Visualizer`` / ``VideoVisualizer`` and write, never over an existing file unless asked.
 
 Outputs for an image ``<stem>.<ext>`` (into the ``--output`` folder; for a single input
@@ -36,10 +36,10 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 
-from ..data.image_files import read_image
-from ..utils import object_regions
-from ..utils.safe_write import OutputExistsError, atomic_file, check_writable
-from .predictor import Predictor
+from panoptic_ocr.data.image_files import read_image
+from panoptic_ocr.engine.predictor import Predictor
+from panoptic_ocr.utils import object_regions
+from panoptic_ocr.utils.safe_write import OutputExistsError, atomic_file, check_writable
 
 __all__ = [
     "IMAGE_EXTENSIONS",

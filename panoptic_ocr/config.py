@@ -1,8 +1,16 @@
 """Config keys of panoptic_ocr. Every key has a default and says what it does."""
-from typing import Sequence
+import logging
+from typing import Iterator, Sequence, Tuple
 
+import torch
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
+
+from .config_checks import check_config_values
+from .modeling.contexts import context_config_nodes
+
+logger = logging.getLogger(__name__)
 
 
 def add_ocr_config(cfg: CN) -> None:
@@ -85,85 +93,24 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.LEAKY_RELU_SLOPE = 0.01
 
     # ---------------------------------------------------------------------------------------
-    # OCR module (paper sections 3.2-3.3). Channel numbers default to the paper's.
+    # Context modules' own nodes: MODEL.OCR (paper sections 3.2-3.3), the context-head zoo OCR
+    # is compared with (paper sec. 4.3, Tables 2-4: MODEL.PPM, MODEL.ASPP,
+    # MODEL.SELF_ATTENTION, MODEL.DOUBLE_ATTENTION, MODEL.DANET, MODEL.CC_ATTENTION) and the
+    # coarse-to-fine baselines (MODEL.COARSE_TO_FINE). Each node, its defaults and what every
+    # key does are declared by the module's class in panoptic_ocr/modeling/contexts/
+    # (ContextModule.CONFIG_NODE, CONFIG_DEFAULTS); the node of every class in
+    # CONTEXT_REGISTRY is added here, once. See docs/context_heads.md.
     # ---------------------------------------------------------------------------------------
-    cfg.MODEL.OCR = CN()
-    # Channels of the pixel representation x (after a 3x3 conv) and of g's output (paper: 512).
-    cfg.MODEL.OCR.MID_CHANNELS = 512
-    # Channels of phi, psi and delta (paper: 256); relations are scaled by KEY_CHANNELS**-0.5.
-    cfg.MODEL.OCR.KEY_CHANNELS = 256
-    # Number of 1x1 conv-BN-ReLU layers in phi and in psi: 1 as in the paper's text and its
-    # Table 4 count, 2 (default) as in the authors' released code.
-    cfg.MODEL.OCR.PROJ_LAYERS = 2
-    # Dropout2d rate after g (authors' code: 0.05).
-    cfg.MODEL.OCR.DROPOUT = 0.05
-
-    # ---------------------------------------------------------------------------------------
-    # Context-head zoo: the heads OCR is compared with (paper sec. 4.3, Tables 2-4).
-    # Select one with MODEL.SEM_SEG_HEAD.NAME; defaults are the paper-size configuration
-    # (2048-channel input at output stride 8). See docs/context_heads.md.
-    # ---------------------------------------------------------------------------------------
-    cfg.MODEL.PPM = CN()  # PPMHead (PSPNet pyramid pooling)
-    # Output sizes of the adaptive average poolings (PSPNet: 1, 2, 3, 6).
-    cfg.MODEL.PPM.BINS = (1, 2, 3, 6)
-    # Channels of each pooled branch's 1x1 conv (PSPNet: 512 for a 2048-channel input).
-    cfg.MODEL.PPM.BRANCH_CHANNELS = 512
-    # Output channels of the 3x3 bottleneck over [input, branches] (PSPNet: 512).
-    cfg.MODEL.PPM.OUT_CHANNELS = 512
-    # Dropout2d rate after the bottleneck (PSPNet: 0.1).
-    cfg.MODEL.PPM.DROPOUT = 0.1
-
-    cfg.MODEL.ASPP = CN()  # ASPPHead (DeepLabv3 atrous spatial pyramid pooling)
-    # Dilations of the three 3x3 branches (DeepLabv3 at output stride 8: 12, 24, 36).
-    cfg.MODEL.ASPP.DILATIONS = (12, 24, 36)
-    # Channels of every branch and of the 1x1 fuse (DeepLabv3: 256).
-    cfg.MODEL.ASPP.CHANNELS = 256
-    # Dropout rate after the 1x1 fuse (DeepLab: 0.1).
-    cfg.MODEL.ASPP.DROPOUT = 0.1
-
-    cfg.MODEL.SELF_ATTENTION = CN()  # SelfAttentionHead (non-local, pixel-pixel relations)
-    # Channels after the 3x3 input conv and of the output (paper: 512, as OCR).
-    cfg.MODEL.SELF_ATTENTION.MID_CHANNELS = 512
-    # Channels of query, key and value; logits are scaled by KEY_CHANNELS**-0.5 (paper: 256).
-    cfg.MODEL.SELF_ATTENTION.KEY_CHANNELS = 256
-    # Dropout2d rate after the fuse conv (as OCR: 0.05).
-    cfg.MODEL.SELF_ATTENTION.DROPOUT = 0.05
-
-    cfg.MODEL.DOUBLE_ATTENTION = CN()  # DoubleAttentionHead (A2-Net gather-distribute)
-    # Channels after the 3x3 input conv and of the output (paper: 512).
-    cfg.MODEL.DOUBLE_ATTENTION.MID_CHANNELS = 512
-    # Channels of the gathered features, A2-Net's c_m (256).
-    cfg.MODEL.DOUBLE_ATTENTION.KEY_CHANNELS = 256
-    # Number of gathering/distribution attention maps, A2-Net's c_n (paper's best: 64).
-    cfg.MODEL.DOUBLE_ATTENTION.NUM_REGIONS = 64
-    # Dropout2d rate after the fuse conv (as OCR: 0.05).
-    cfg.MODEL.DOUBLE_ATTENTION.DROPOUT = 0.05
-
-    cfg.MODEL.DANET = CN()  # DANetHead (position + channel attention)
-    # "original": DANet's head, two 3x3 2048->512 branches with 3x3 post-convs, summed
-    # (23.9M params, Table 4's 1110 GFLOPs); "compact": one shared 3x3 2048->512 conv,
-    # 1x1 fuse of [x, PAM, CAM] (10.55M params, Table 4's 10.6M; ~672 GFLOPs).
-    cfg.MODEL.DANET.VARIANT = "original"
-    # Channels of the attention modules and of the output (DANet: input / 4 = 512).
-    cfg.MODEL.DANET.MID_CHANNELS = 512
-    # Query/key channels of the position attention (DANet: MID_CHANNELS / 8 = 64).
-    cfg.MODEL.DANET.QK_CHANNELS = 64
-    # Dropout2d rate on the output (DANet: 0.1).
-    cfg.MODEL.DANET.DROPOUT = 0.1
-
-    cfg.MODEL.CC_ATTENTION = CN()  # CCAttentionHead (CCNet criss-cross attention)
-    # "original": CCNet's RCCA module, 3x3 convs and a 3x3 bottleneck over [2048 input, context]
-    # (23.9M params, Table 4's 804 GFLOPs); "compact": 1x1 convs and a 1x1 fuse over
-    # [x, context] at 512 channels (10.56M params, Table 4's 10.6M; ~366 GFLOPs).
-    cfg.MODEL.CC_ATTENTION.VARIANT = "original"
-    # Channels of the criss-cross attention and of the output (CCNet: input / 4 = 512).
-    cfg.MODEL.CC_ATTENTION.MID_CHANNELS = 512
-    # Query/key channels (CCNet: MID_CHANNELS / 8 = 64).
-    cfg.MODEL.CC_ATTENTION.QK_CHANNELS = 64
-    # Times the (weight-shared) criss-cross attention is applied (CCNet: 2 covers all pixels).
-    cfg.MODEL.CC_ATTENTION.RECURRENCE = 2
-    # Dropout2d rate on the output (CCNet: 0.1).
-    cfg.MODEL.CC_ATTENTION.DROPOUT = 0.1
+    for node, defaults in context_config_nodes().items():
+        # Adding again (a second call) is fine; replacing another node (MODEL.RESNETS) is not.
+        existing = cfg.MODEL.get(node)
+        same_node = isinstance(existing, CN) and set(existing) == set(defaults)
+        if existing is not None and not same_node:
+            raise ValueError(
+                f"MODEL.{node}, the CONFIG_NODE of a context module, is already a different "
+                "config key: rename the module's CONFIG_NODE"
+            )
+        setattr(cfg.MODEL, node, CN(defaults))
 
     # ---------------------------------------------------------------------------------------
     # Backbones (docs/backbones.md). Dilated ResNets read MODEL.RESNETS; both backbones
@@ -211,11 +158,9 @@ def add_ocr_config(cfg: CN) -> None:
     # OCR variants, baselines and inference (docs/ocr_variants.md). Heads: the Table-1 ablations
     # OCRNoRegionSupervisionHead, OCRDoubleAttentionRelationHead, OCRACFRelationHead; the oracle
     # OCRGroundTruthHead; the coarse-to-fine baselines CoarseOnlyHead, FineOnlyHead,
-    # LabelEnsembleHead, LabelRefinementHead. Their widths come from MODEL.OCR/SEM_SEG_HEAD.
+    # LabelEnsembleHead, LabelRefinementHead. Their widths come from MODEL.OCR/SEM_SEG_HEAD,
+    # LabelEnsembleHead's weight from MODEL.COARSE_TO_FINE (modeling/contexts/coarse_to_fine.py).
     # ---------------------------------------------------------------------------------------
-    cfg.MODEL.COARSE_TO_FINE = CN()
-    # LabelEnsembleHead: logits = (1 - w) * fine + w * coarse, with w this weight in [0, 1].
-    cfg.MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT = 0.5
     # Test loader also reads sem_seg labels (needed by OCRGroundTruthHead at inference).
     cfg.INPUT.LOAD_SEM_SEG_IN_TEST = False
     # Weight files (docs/trust.md, README "Security"). False: .pth files are read with
@@ -270,7 +215,7 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), *, freeze: bool = True
 
     Detectron2's defaults, :func:`add_ocr_config`, ``config_file``, then ``opts`` (KEY VALUE
     pairs, last), adapted to this machine by
-    :func:`panoptic_ocr.engine.device.adapt_config_to_device` (CUDA -> CPU where there is no
+    :func:`adapt_config_to_device` (CUDA -> CPU where there is no
     CUDA; SyncBN -> naiveSyncBN on CPU).
 
     Args:
@@ -281,12 +226,6 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), *, freeze: bool = True
         ValueError: ``opts`` has an odd length (yacs' own errors name a bad key or value), or a
             value cannot work (:func:`panoptic_ocr.config_checks.check_config_values`).
     """
-    # Imported here: panoptic_ocr.engine imports the trainer, which needs the whole package.
-    from detectron2.config import get_cfg
-
-    from .config_checks import check_config_values
-    from .engine.device import adapt_config_to_device
-
     opts = list(opts)
     if len(opts) % 2:
         raise ValueError(f"config opts must be KEY VALUE pairs, got an odd number: {opts}")
@@ -297,5 +236,37 @@ def setup_cfg(config_file: str, opts: Sequence[str] = (), *, freeze: bool = True
     adapt_config_to_device(cfg)
     check_config_values(cfg)
     if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def norm_keys(cfg: CN, prefix: str = "") -> Iterator[Tuple[CN, str, str]]:
+    """``(node, key, full key)`` of every string ``*.NORM`` key of ``cfg``."""
+    for key, value in cfg.items():
+        if isinstance(value, CN):
+            yield from norm_keys(value, f"{prefix}{key}.")
+        elif key == "NORM" and isinstance(value, str):
+            yield cfg, key, f"{prefix}{key}"
+
+
+def adapt_config_to_device(cfg: CN) -> CN:
+    """Make ``cfg`` runnable on this machine, logging every change.
+
+    - ``MODEL.DEVICE`` "cuda" on a machine without CUDA becomes "cpu".
+    - On CPU, every ``*.NORM`` "SyncBN" becomes "naiveSyncBN": PyTorch's SyncBatchNorm only
+      runs on CUDA, while Detectron2's NaiveSyncBatchNorm all-reduces through any backend
+      (gloo included) and equals BN in a single process.
+    """
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %r but CUDA is not available: using 'cpu'", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.MODEL.DEVICE == "cpu":
+        for node, key, full_key in norm_keys(cfg):
+            if node[key] == "SyncBN":
+                logger.info("%s: SyncBN needs CUDA; using naiveSyncBN on CPU", full_key)
+                node[key] = "naiveSyncBN"
+    if was_frozen:
         cfg.freeze()
     return cfg

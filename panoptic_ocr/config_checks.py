@@ -10,13 +10,13 @@ checked only when ``INPUT.CROP.ENABLED``, since Detectron2 reads it as fractions
 types. ``INPUT.MAX_INPUT_PIXELS`` also bounds every test input at run time
 (:func:`check_input_pixels`, in the TTA wrapper and the semantic segmentor).
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 from detectron2.config import CfgNode
 
-__all__ = ["MAX_INPUT_PIXELS_KEY", "check_config_values", "check_input_pixels"]
+from .modeling.input_size import MAX_INPUT_PIXELS_KEY, check_input_pixels
 
-MAX_INPUT_PIXELS_KEY = "INPUT.MAX_INPUT_PIXELS"
+__all__ = ["MAX_INPUT_PIXELS_KEY", "check_config_values", "check_input_pixels"]
 
 
 def _get(cfg: CfgNode, key: str):
@@ -92,35 +92,3 @@ def check_config_values(cfg: CfgNode) -> None:
             f"lower TEST.AUG.SCALES or INPUT.MAX_SIZE_TEST, or raise {MAX_INPUT_PIXELS_KEY} if the "
             "memory is there"
         )
-
-
-def check_input_pixels(
-    height: int,
-    width: int,
-    limit: Optional[int],
-    *,
-    file_name: Optional[str] = None,
-    source_size: Optional[Tuple[int, int]] = None,
-    how: str = "scaled",
-) -> None:
-    """Refuse an input that would be ``height x width`` pixels, more than ``limit`` (no check
-    when ``limit`` is None), before it is allocated.
-
-    Args:
-        height, width: the size the input would have.
-        file_name: the image's file (the input's ``file_name``), named when known.
-        source_size: ``(h, w)`` of the input before it is scaled, padded or resized.
-        how: what makes it that size, e.g. "scaled by 40 (TEST.AUG.SCALES)".
-    Raises:
-        ValueError: naming the image, its size, how it grows and ``INPUT.MAX_INPUT_PIXELS``.
-    """
-    if limit is None or height * width <= limit:
-        return
-    image = f"Image '{file_name}'" if file_name else "An input image (no file_name)"
-    if source_size is not None:
-        image += f" of {source_size[1]}x{source_size[0]}"
-    raise ValueError(
-        f"{image} {how} would be {width}x{height} (WxH) = {height * width} pixels, more than "
-        f"{MAX_INPUT_PIXELS_KEY} {limit}; nothing was allocated. Lower the scale (TEST.AUG.SCALES, "
-        f"INPUT.MIN_SIZE_TEST/MAX_SIZE_TEST) or raise {MAX_INPUT_PIXELS_KEY} if the memory is there"
-    )

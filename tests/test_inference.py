@@ -7,8 +7,8 @@ from detectron2.modeling import build_model
 
 from conftest import make_cfg
 from panoptic_ocr.engine import Trainer
-from panoptic_ocr.modeling.meta_arch.semantic_segmentor import _window_starts
-from panoptic_ocr.test_time_augmentation import SemanticSegmentorWithTTA, flip_channel_permutation
+from panoptic_ocr.modeling.sliding_window import window_starts
+from panoptic_ocr.modeling.test_time_augmentation import SemanticSegmentorWithTTA, flip_channel_permutation
 
 QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
 SMALL = ["MODEL.OCR.MID_CHANNELS", "32", "MODEL.OCR.KEY_CHANNELS", "16", "MODEL.SEM_SEG_HEAD.AUX_CHANNELS", "32",
@@ -24,7 +24,7 @@ def _model(*opts):
     (100, 40, 30, [0, 30, 60]), (100, 40, 20, [0, 20, 40, 60]), (40, 40, 30, [0]), (41, 40, 40, [0, 1]),
 ])
 def test_window_starts_cover_the_image(size, window, stride, expected):
-    starts = _window_starts(size, window, stride)
+    starts = window_starts(size, window, stride)
     assert starts == expected
     covered = set()
     for s in starts:

@@ -3,8 +3,9 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from panoptic_ocr.modeling.inference import AutocastInference, build_inference_model
-from panoptic_ocr.test_time_augmentation import SemanticSegmentorWithTTA
+from panoptic_ocr.modeling.inference import build_inference_model
+from panoptic_ocr.modeling.precision import AutocastInference
+from panoptic_ocr.modeling.test_time_augmentation import SemanticSegmentorWithTTA
 
 from conftest import make_cfg
 

@@ -14,7 +14,7 @@ from panoptic_ocr.data import SemanticDatasetMapper
 from panoptic_ocr.data.datasets import register_sem_seg_folder
 from panoptic_ocr.data.image_files import ImageModeError, read_image
 from panoptic_ocr.engine import Trainer
-from panoptic_ocr.test_time_augmentation import SemanticSegmentorWithTTA
+from panoptic_ocr.modeling.test_time_augmentation import SemanticSegmentorWithTTA
 
 QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
 QUICKSTART_PATH = str(REPO_ROOT / QUICKSTART)
@@ -306,13 +306,11 @@ def test_segmentor_refuses_oversized_padded_or_resized_inputs(small_model):
                            r"would be 100x100 \(WxH\) = 10000 pixels, more than INPUT.MAX_INPUT_PIXELS 4096"):
             small_model([{"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "file_name": "small.jpg",
                           "height": 100, "width": 100}])
-        small_model.sliding_window = ((80, 80), (40, 40), 1)
-        try:
-            with pytest.raises(ValueError, match=r"^Image 'w.jpg' of 32x32 padded to the sliding window 80x80 would be "
-                               r"80x80 \(WxH\) = 6400 pixels"):
-                small_model([{"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "file_name": "w.jpg"}])
-        finally:
-            small_model.sliding_window = None
+        with pytest.raises(ValueError, match=r"^Image 'w.jpg' of 32x32 padded to the sliding window 80x80 would be "
+                           r"80x80 \(WxH\) = 6400 pixels"):
+            small_model([{"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "file_name": "w.jpg"}],
+                        sliding_window=((80, 80), (40, 40), 1))
+        assert small_model.sliding_window is None  # a call's window leaves the model as built
 
 
 def test_check_input_pixels_without_a_limit_checks_nothing():

@@ -1,5 +1,5 @@
 """COCO panoptic submission export: the writer (files, zip, PQ round trip, overwrite rule), the
-test-dev registration, :mod:`panoptic_ocr.evaluation.panoptic_export` and
+test-dev registration, :mod:`panoptic_ocr.engine.panoptic_export` and
 ``tools/export_coco_panoptic.py`` (run as a script)."""
 
 import contextlib
@@ -19,19 +19,22 @@ import torch
 from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluators, inference_on_dataset
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from panopticapi.evaluation import pq_compute
 from panopticapi.utils import rgb2id
 
 from conftest import REPO_ROOT, make_cfg
 from panoptic_ocr.data import ensure_dataset_available
-from panoptic_ocr.data.datasets.register_coco_panoptic_test import (
+from panoptic_ocr.data.datasets.register_coco_panoptic_test_dev import (
     load_coco_image_info_json,
     register_coco_panoptic_test_dev,
 )
 from panoptic_ocr.engine import build_evaluator
 from panoptic_ocr.evaluation import COCOPanopticSubmissionWriter
 from panoptic_ocr.utils.safe_write import TEMP_PREFIX
-from panoptic_ocr.evaluation.panoptic_export import ExportError, ExportOptions, check_export
+from panoptic_ocr.engine import panoptic_export
+from panoptic_ocr.engine.panoptic_export import ExportError, ExportOptions, check_export
+from panoptic_ocr.modeling.precision import AutocastInference
 
 TOY = "toy_scenes_panoptic_val_separated"
 TOY_DATASET_IDS = {1, 2, 3, 11, 12, 13, 14}
@@ -354,3 +357,17 @@ def test_cli_exports_and_evaluates(tmp_path):
     missing = str(tmp_path / "missing.pth")
     with pytest.raises(ExportError, match=re.escape(missing)):
         check_export(ExportOptions(config, FAST + ["MODEL.WEIGHTS", missing], output_dir=str(out), overwrite=True))
+
+
+def test_export_runs_the_configs_inference_model(tmp_path, monkeypatch):
+    """The test-dev export goes through the inference builder: MODEL.INFERENCE_DTYPE and
+    TEST.FOLD_BATCHNORM apply to it as to evaluation."""
+    seen = []
+    monkeypatch.setattr(panoptic_export, "inference_on_dataset", lambda model, loader, writer: seen.append(model))
+    opts = FAST + ["MODEL.INFERENCE_DTYPE", "bfloat16", "TEST.FOLD_BATCHNORM", "True"]
+    config = str(REPO_ROOT / PANOPTIC_FPN_CONFIG)
+    panoptic_export.export_panoptic(ExportOptions(config, opts, dataset=TOY, output_dir=str(tmp_path)))
+    (model,) = seen
+    assert isinstance(model, AutocastInference) and model.dtype == torch.bfloat16
+    assert sum(isinstance(m, Conv2d) and m.norm is None for m in model.modules()) > 20  # folded
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d)) for m in model.modules())

@@ -75,7 +75,7 @@ def _evil_pkl(tmp_path, state):
 # ---------------------------------------------------------------------------------- safe reading
 def test_pkl_and_pth_payloads_are_refused_everywhere_and_nothing_runs(tmp_path):
     import train_net
-    from panoptic_ocr.demo import Predictor
+    from panoptic_ocr.engine.predictor import Predictor
     from panoptic_ocr.export.exporter import build_export_model
     from panoptic_ocr.utils.object_regions import visualize_object_regions
 
@@ -189,7 +189,7 @@ def test_results_need_weights_that_fill_the_model(tmp_path):
 
 
 def test_panoptic_tools_refuse_semantic_weights(tmp_path):
-    from panoptic_ocr.demo import Predictor
+    from panoptic_ocr.engine.predictor import Predictor
 
     semantic, _ = _real_weights(tmp_path)
     cfg = make_cfg(PANOPTIC, ["MODEL.WEIGHTS", str(semantic), "DATALOADER.NUM_WORKERS", "0"])

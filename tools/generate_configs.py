@@ -176,7 +176,7 @@ MODEL:
   DEVICE: "cuda"  # falls back to cpu when CUDA is absent
   SEM_SEG_HEAD:
     IGNORE_VALUE: 255
-    NORM: "SyncBN"  # naiveSyncBN on CPU (panoptic_ocr.engine.adapt_config_to_device)
+    NORM: "SyncBN"  # naiveSyncBN on CPU (panoptic_ocr.config.adapt_config_to_device)
     LOSS_WEIGHT: 1.0
     AUX_LOSS_WEIGHT: 0.4
     AUX_DROPOUT: 0.05

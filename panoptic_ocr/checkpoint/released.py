@@ -51,10 +51,13 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+from detectron2.modeling import META_ARCH_REGISTRY
 from torch import Tensor
 
-from .weight_files import read_weight_file
+from ..config import setup_cfg
+from ..utils.safe_write import check_writable
 from .convert import RELEASED_KINDS, Conversion, ConversionError, check_state_dict, save_checkpoint
+from .weight_files import read_weight_file
 
 __all__ = [
     "KINDS",
@@ -370,10 +373,6 @@ def detect_variant(kind: str, state_dict: Dict[str, Tensor]) -> str:
 # ------------------------------------------------------------------------------------------
 def build_target_model(config_file: str, opts: List[str] = ()) -> Dict[str, Tensor]:
     """Names and shapes of the whole model of ``config_file`` (built on the meta device)."""
-    from detectron2.modeling import META_ARCH_REGISTRY
-
-    from ..config import setup_cfg
-
     cfg = setup_cfg(config_file, list(opts) + ["MODEL.WEIGHTS", ""])
     with torch.device("meta"):
         model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
@@ -516,8 +515,6 @@ def convert_released_checkpoint(
         ConversionError: as :func:`convert_released`; nothing is written.
         panoptic_ocr.utils.safe_write.OutputExistsError: ``output`` exists and not ``overwrite``.
     """
-    from ..utils.safe_write import check_writable
-
     if not output.endswith((".pkl", ".pth")):
         raise ValueError(f"output must end with .pkl or .pth, got {output!r}")
     check_writable(output, overwrite=overwrite)

@@ -25,9 +25,11 @@ from tabulate import tabulate
 
 from ..checkpoint.checkpointer import load_inference_weights, weight_options
 from ..config import setup_cfg
-from ..data.class_counts import check_model_matches_datasets
 from ..data import ensure_dataset_available
-from .panoptic_submission import COCOPanopticSubmissionWriter
+from ..data.class_counts import check_model_matches_datasets
+from ..evaluation.panoptic_submission import COCOPanopticSubmissionWriter
+from ..modeling.inference import build_inference_model
+from .trainer import Trainer
 
 __all__ = [
     "ExportError",
@@ -213,8 +215,6 @@ def export_panoptic(options: ExportOptions) -> Optional[ExportResult]:
         ExportError: bad dataset.
         FileExistsError: the submission exists and not ``options.overwrite`` (before inference).
     """
-    from ..engine import Trainer  # here: the engine imports this package's evaluators
-
     cfg = setup_cfg(options.config_file, options.opts)
     rank = comm.get_rank()
     setup_logger(distributed_rank=rank, name="detectron2", abbrev_name="d2")
@@ -226,7 +226,8 @@ def export_panoptic(options: ExportOptions) -> Optional[ExportResult]:
     model = Trainer.build_model(cfg)
     load_inference_weights(model, cfg.MODEL.WEIGHTS, **weight_options(cfg))
     data_loader = Trainer.build_test_loader(cfg, dataset)
-    inference_on_dataset(model, data_loader, writer)
+    # The evaluation's model: MODEL.INFERENCE_DTYPE, channels-last and TEST.FOLD_BATCHNORM apply.
+    inference_on_dataset(build_inference_model(cfg, model), data_loader, writer)
     if not comm.is_main_process():
         return None
     has_gt = has_panoptic_ground_truth(dataset)

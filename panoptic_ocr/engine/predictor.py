@@ -1,4 +1,4 @@
-"""One-image inference for the demo: Detectron2's ``DefaultPredictor`` contract on the
+"""One-image inference (the demo's, and a user's own scripts'): Detectron2's ``DefaultPredictor`` contract on the
 project's inference model (:func:`~panoptic_ocr.modeling.inference.build_inference_model`),
 with an automatic sliding window for large images and OCR's soft object regions on request."""
 import logging
@@ -16,6 +16,7 @@ from ..checkpoint.checkpointer import load_inference_weights, weight_options
 from ..data.class_counts import check_model_matches_datasets
 from ..modeling.inference import build_inference_model
 from ..modeling.meta_arch import OCRSemanticSegmentor
+from ..modeling.sliding_window import SlidingWindow
 from ..utils import object_regions
 
 __all__ = ["Predictor", "demo_metadata"]
@@ -60,9 +61,8 @@ class Predictor:
         self.input_format = self.cfg.INPUT.FORMAT
         self.semantic = isinstance(self.model, OCRSemanticSegmentor)
         self.max_size = max_size
-        sw = self.cfg.TEST.SLIDING_WINDOW
-        self._window = (tuple(sw.SIZE), tuple(sw.STRIDE), int(sw.BATCH_SIZE))
-        self._always_window = bool(sw.ENABLED)
+        self._window = SlidingWindow.from_config(self.cfg, always=True)
+        self._always_window = bool(self.cfg.TEST.SLIDING_WINDOW.ENABLED)
         self.aug = None
         if self.cfg.INPUT.MIN_SIZE_TEST > 0:
             self.aug = T.ResizeShortestEdge(
@@ -97,12 +97,8 @@ class Predictor:
         inputs = self._inputs(image)
         if not self.semantic:
             return self.model([inputs])[0]
-        before = self.model.sliding_window
-        self.model.sliding_window = self._window if self.uses_window(inputs["image"].shape[1:]) else None
-        try:
-            return self.model([inputs])[0]
-        finally:
-            self.model.sliding_window = before
+        window = self._window if self.uses_window(inputs["image"].shape[1:]) else None
+        return self.model([inputs], sliding_window=window)[0]
 
     @torch.no_grad()
     def predict_with_regions(self, image: np.ndarray) -> Tuple[Dict, Tensor, Tuple[int, int]]:
@@ -114,12 +110,7 @@ class Predictor:
             ValueError: the head has no predicted soft object regions.
         """
         inputs = self._inputs(image)
-        before = self.model.sliding_window
-        self.model.sliding_window = None
-        try:
-            logits, regions = object_regions.predict_with_regions(self.model, inputs)
-        finally:
-            self.model.sliding_window = before
+        logits, regions = object_regions.predict_with_regions(self.model, inputs)
         return {"sem_seg": logits}, regions, tuple(inputs["image"].shape[1:])
 
     def region_maps(self, regions: Tensor, network_size: Tuple[int, int], output_size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:

@@ -48,7 +48,7 @@ from ..checkpoint.checkpointer import load_inference_weights, weight_options
 from ..data.class_counts import check_model_matches_datasets
 from ..data.image_files import read_image
 from ..modeling.inference import build_inference_model
-from ..utils.safe_write import atomic_file
+from ..utils.safe_write import atomic_file, check_writable
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -248,8 +248,6 @@ def export_model(
         ValueError: an unknown format, or ONNX for Panoptic-FPN.
         OutputExistsError: ``output`` exists and ``overwrite`` is False (nothing is built).
     """
-    from ..utils.safe_write import check_writable
-
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"--format must be one of {EXPORT_FORMATS}, got {fmt!r}")
     check_writable(output, overwrite=overwrite)

@@ -6,4 +6,7 @@ from .losses import SEM_SEG_LOSS_REGISTRY, build_sem_seg_loss
 from .meta_arch import OCRSemanticSegmentor
 from .object_context import ObjectContextBlock, gather_object_regions
 from .fuse import fold_batchnorm
-from .inference import inference_autocast, prepare_for_inference, resolve_inference_dtype
+from .precision import INFERENCE_DTYPES, inference_autocast, prepare_for_inference, resolve_inference_dtype
+from .sliding_window import SlidingWindow
+from .test_time_augmentation import SemanticSegmentorWithTTA
+from .inference import build_inference_model

@@ -54,7 +54,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     statistics), up to float rounding (the fold is computed in float64). It is meant for
     inference only: without its BatchNorms it no longer trains like the original, so fold a
     copy when the original must stay trainable (see
-    :func:`panoptic_ocr.modeling.inference.prepare_for_inference`, used by the trainer's test
+    :func:`panoptic_ocr.modeling.precision.prepare_for_inference`, used by the trainer's test
     step). Convs whose norm is not a BatchNorm (GroupNorm, ...) are left unchanged.
     """
     folded = 0

@@ -5,11 +5,12 @@ from itertools import product
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from detectron2.modeling import SemanticSegmentor
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from .config_checks import check_input_pixels
+from .input_size import check_input_pixels
 
 __all__ = ["SemanticSegmentorWithTTA", "flip_channel_permutation"]
 
@@ -71,8 +72,6 @@ class SemanticSegmentorWithTTA(nn.Module):
         Raises:
             ValueError: ``model`` is not a semantic segmentor (e.g. Panoptic-FPN).
         """
-        from detectron2.modeling import SemanticSegmentor
-
         inner = model.module if isinstance(model, DistributedDataParallel) else model
         if not isinstance(inner, SemanticSegmentor):
             raise ValueError(

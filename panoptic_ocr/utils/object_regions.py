@@ -39,6 +39,8 @@ from ..checkpoint.checkpointer import load_inference_weights, weight_options
 from ..data.class_counts import check_model_matches_datasets
 from ..data.image_files import read_image
 from ..modeling.contexts import REGIONS
+from ..modeling.inference import build_inference_model
+from ..modeling.meta_arch import OCRSemanticSegmentor
 
 __all__ = [
     "class_names",
@@ -78,13 +80,15 @@ def region_context(model: nn.Module) -> nn.Module:
 def predict_with_regions(model: nn.Module, inputs: Dict) -> Tuple[Tensor, Tensor]:
     """Run ``model`` on one input dict; returns the ``sem_seg`` logits ``[K, height, width]``
     and the soft object region logits ``[K, h, w]`` that the OCR module received (feature
-    resolution of the padded input)."""
+    resolution of the padded input), in one whole-image forward: OCR forms its regions over
+    all pixels, so a semantic segmentor runs without its sliding window."""
+    whole_image = {"sliding_window": None} if isinstance(model, OCRSemanticSegmentor) else {}
     captured = []
     hook = region_context(model).register_forward_pre_hook(
         lambda module, args: captured.append(args[1])
     )
     try:
-        logits = model([inputs])[0]["sem_seg"]
+        logits = model([inputs], **whole_image)[0]["sem_seg"]
     finally:
         hook.remove()
     return logits.float().cpu(), captured[-1][0].float().cpu()
@@ -277,6 +281,7 @@ def visualize_object_regions(
     region_context(model)  # fail before any work when the head has no regions
     check_model_matches_datasets(cfg, lists=("DATASETS.TEST",))
     load_inference_weights(model, weights or "", **weight_options(cfg))
+    model = build_inference_model(cfg, model)  # INFERENCE_DTYPE, FOLD_BATCHNORM as in evaluation
     names, _ = class_names(cfg)
     indices = resolve_classes(classes, names)
     os.makedirs(output_dir, exist_ok=True)

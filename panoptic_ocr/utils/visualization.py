@@ -7,12 +7,14 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 from PIL import Image
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data import detection_utils as utils
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.visualizer import Visualizer
 
+from ..data.dataset_mappers import SemanticDatasetMapper
 from ..data.image_files import read_image
+from .safe_write import atomic_file
 
 __all__ = ["browse_dataset", "draw_ground_truth", "draw_prediction", "save_prediction_overlays"]
 
@@ -102,11 +104,6 @@ def browse_dataset(
         ValueError: an unknown ``source``.
         OutputExistsError: a PNG exists and ``overwrite`` is False.
     """
-    from detectron2.data import build_detection_train_loader
-
-    from ..data import SemanticDatasetMapper
-    from .safe_write import atomic_file
-
     if source not in ("annotation", "dataloader"):
         raise ValueError(f"--source must be 'annotation' or 'dataloader', got {source!r}")
     name = dataset_name or cfg.DATASETS.TRAIN[0]

@@ -1,18 +1,22 @@
 """The project's semantic segmentor: Detectron2's ``SemanticSegmentor`` with exact padding,
 reduced-precision and sliding-window inference."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
-from torch.nn import functional as F
 
-from ...config_checks import check_input_pixels
-from ..inference import INFERENCE_DTYPES, inference_autocast, resolve_inference_dtype
+from ..input_size import check_input_pixels
+from ..precision import INFERENCE_DTYPES, inference_autocast, resolve_inference_dtype
+from ..sliding_window import SlidingWindow, sliding_window_logits
 
-__all__ = ["OCRSemanticSegmentor", "postprocess_logits"]
+__all__ = ["OCRSemanticSegmentor", "postprocess_logits", "BUILT_WINDOW"]
+
+# ``forward``'s default ``sliding_window``: the window the model was built with.
+BUILT_WINDOW = "built"
+WindowArg = Union[SlidingWindow, Tuple[Sequence[int], Sequence[int], int], None, str]
 
 
 @META_ARCH_REGISTRY.register()
@@ -33,9 +37,11 @@ class OCRSemanticSegmentor(SemanticSegmentor):
     ``torch.autocast`` (``MODEL.INFERENCE_DTYPE``) and ``inference_channels_last`` feeds the
     image batch in ``torch.channels_last`` (``MODEL.INFERENCE_CHANNELS_LAST``). A head whose
     class sets ``uses_targets_at_inference = True`` (the OCR* oracle) gets the inputs' labels
-    in evaluation too; every input must then carry ``sem_seg``. With ``sliding_window``
-    ``(window, stride, batch_size)`` (``TEST.SLIDING_WINDOW``) each image is segmented in
-    overlapping windows whose logits are averaged, so memory stays bounded on large images.
+    in evaluation too; every input must then carry ``sem_seg``. With ``sliding_window`` (a
+    :class:`~panoptic_ocr.modeling.sliding_window.SlidingWindow` or ``(window, stride,
+    batch_size)``, ``TEST.SLIDING_WINDOW``) each image is segmented in overlapping windows whose
+    logits are averaged, so memory stays bounded on large images; a call may pass another window
+    (``model(inputs, sliding_window=...)``, None: whole images) without changing the model.
     With ``max_input_pixels`` (``INPUT.MAX_INPUT_PIXELS``), an inference input whose padded size or
     requested output size (``height x width``) exceeds it raises ``ValueError`` naming its
     ``file_name`` before anything of that size is allocated.
@@ -48,22 +54,12 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         size_divisibility: int,
         inference_dtype: str = "float32",
         inference_channels_last: bool = False,
-        sliding_window: Optional[Tuple[Sequence[int], Sequence[int], int]] = None,
+        sliding_window: WindowArg = None,
         max_input_pixels: Optional[int] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if sliding_window is not None:
-            window, stride, batch_size = sliding_window
-            if len(window) != 2 or len(stride) != 2 or min(*window, *stride, batch_size) < 1:
-                raise ValueError(
-                    f"TEST.SLIDING_WINDOW needs SIZE and STRIDE as (h, w) >= 1 and BATCH_SIZE >= 1, got "
-                    f"{list(window)}, {list(stride)}, {batch_size}"
-                )
-            if any(s > w for s, w in zip(stride, window)):
-                raise ValueError(f"TEST.SLIDING_WINDOW.STRIDE {list(stride)} leaves gaps between windows {list(window)}")
-            sliding_window = (tuple(window), tuple(stride), int(batch_size))
-        self.sliding_window = sliding_window
+        self.sliding_window = SlidingWindow.of(sliding_window)
         self.max_input_pixels = max_input_pixels
         if size_divisibility < 0:
             size_divisibility = max(s.stride for s in self.backbone.output_shape().values())
@@ -79,8 +75,7 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         ret["size_divisibility"] = cfg.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY
         ret["inference_dtype"] = cfg.MODEL.INFERENCE_DTYPE
         ret["inference_channels_last"] = cfg.MODEL.INFERENCE_CHANNELS_LAST
-        sw = cfg.TEST.SLIDING_WINDOW
-        ret["sliding_window"] = (sw.SIZE, sw.STRIDE, sw.BATCH_SIZE) if sw.ENABLED else None
+        ret["sliding_window"] = SlidingWindow.from_config(cfg)
         ret["max_input_pixels"] = cfg.INPUT.MAX_INPUT_PIXELS
         return ret
 
@@ -96,9 +91,13 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         ``image`` ``[3, H, W]``: an ``ImageList`` of ``[N, 3, H', W']``."""
         return self.pad([(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs])
 
-    def check_input_sizes(self, batched_inputs: List[Dict]) -> None:
+    def _window(self, sliding_window: WindowArg) -> Optional[SlidingWindow]:
+        return self.sliding_window if sliding_window == BUILT_WINDOW else SlidingWindow.of(sliding_window)
+
+    def check_input_sizes(self, batched_inputs: List[Dict], sliding_window: WindowArg = BUILT_WINDOW) -> None:
         """Refuse (``ValueError``) an input whose padded image or ``height x width`` output would
         exceed ``max_input_pixels``; nothing is checked when it is None, or while tracing (export)."""
+        window = self._window(sliding_window)
         if self.max_input_pixels is None or torch.jit.is_tracing():
             return
         d = max(self.size_divisibility, 1)
@@ -106,17 +105,23 @@ class OCRSemanticSegmentor(SemanticSegmentor):
             h, w = inp["image"].shape[-2:]
             common = {"file_name": inp.get("file_name"), "source_size": (h, w)}
             padded = [(-(-h // d) * d, -(-w // d) * d, f"padded to a multiple of {d}")]
-            if self.sliding_window is not None:
-                (wh, ww), _, _ = self.sliding_window
+            if window is not None:
+                wh, ww = window.size
                 padded.append((max(h, wh), max(w, ww), f"padded to the sliding window {wh}x{ww}"))
             for ph, pw, how in padded:
                 check_input_pixels(ph, pw, self.max_input_pixels, how=how, **common)
             height, width = inp.get("height", h), inp.get("width", w)
             check_input_pixels(height, width, self.max_input_pixels, how="resized to its output height x width", **common)
 
-    def forward(self, batched_inputs: List[Dict]):
+    def forward(self, batched_inputs: List[Dict], sliding_window: WindowArg = BUILT_WINDOW):
+        """Losses (training) or one ``{"sem_seg": [K, height, width]}`` per input (inference).
+
+        ``sliding_window`` (inference only): the window of this call, None for whole images;
+        default: the window the model was built with.
+        """
+        window = self._window(sliding_window)
         if not self.training:
-            self.check_input_sizes(batched_inputs)
+            self.check_input_sizes(batched_inputs, window)
         images = self.preprocess_image(batched_inputs)
         targets = None
         if all("sem_seg" in x for x in batched_inputs):
@@ -132,8 +137,8 @@ class OCRSemanticSegmentor(SemanticSegmentor):
             _, losses = self.sem_seg_head(self.backbone(images.tensor), targets)
             return losses
 
-        if self.sliding_window is not None:
-            return self._sliding_window_inference(batched_inputs, targets)
+        if window is not None:
+            return self._sliding_window_inference(batched_inputs, targets, window)
         results = self._segment(images.tensor, targets)
         processed = []
         for result, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
@@ -151,45 +156,37 @@ class OCRSemanticSegmentor(SemanticSegmentor):
             results, _ = self.sem_seg_head(self.backbone(x), targets)
         return results.float()
 
-    def _sliding_window_inference(self, batched_inputs: List[Dict], targets: Optional[torch.Tensor]) -> List[Dict]:
+    def _sliding_window_inference(
+        self, batched_inputs: List[Dict], targets: Optional[torch.Tensor], window: SlidingWindow
+    ) -> List[Dict]:
         processed = []
         for i, inp in enumerate(batched_inputs):
             image = (inp["image"].to(self.device) - self.pixel_mean) / self.pixel_std
             h, w = image.shape[-2:]
             target = None if targets is None else targets[i, :h, :w]
-            logits = self.sliding_window_logits(image, target)
+            logits = self.sliding_window_logits(image, target, window)
             processed.append({"sem_seg": postprocess_logits(logits, (h, w), inp.get("height", h), inp.get("width", w))})
         return processed
 
-    def sliding_window_logits(self, image: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Logits ``[K, H, W]`` of one normalised image ``[3, H, W]``: the mean over the
-        overlapping ``window``-sized crops (placed every ``stride`` pixels, the last one flush
-        with the border) that cover each pixel. Images smaller than a window are padded."""
-        (wh, ww), (sh, sw), batch_size = self.sliding_window
-        h, w = image.shape[-2:]
-        ph, pw = max(h, wh), max(w, ww)
-        image = F.pad(image, (0, pw - w, 0, ph - h))
-        if target is not None:
-            target = F.pad(target, (0, pw - w, 0, ph - h), value=self.sem_seg_head.ignore_value)
-        ys = _window_starts(ph, wh, sh)
-        xs = _window_starts(pw, ww, sw)
-        corners = [(y, x) for y in ys for x in xs]
-        total, count = None, torch.zeros((1, ph, pw), device=image.device)
-        for start in range(0, len(corners), batch_size):
-            chunk = corners[start : start + batch_size]
-            crops = self.pad([image[:, y : y + wh, x : x + ww] for y, x in chunk]).tensor
-            crop_targets = None
-            if target is not None:
-                crop_targets = self.pad(
-                    [target[y : y + wh, x : x + ww] for y, x in chunk], self.sem_seg_head.ignore_value
-                ).tensor
-            logits = self._segment(crops, crop_targets)[:, :, :wh, :ww]
-            if total is None:
-                total = torch.zeros((logits.shape[1], ph, pw), device=image.device)
-            for (y, x), window_logits in zip(chunk, logits):
-                total[:, y : y + wh, x : x + ww] += window_logits
-                count[:, y : y + wh, x : x + ww] += 1
-        return (total / count)[:, :h, :w]
+    def sliding_window_logits(
+        self,
+        image: torch.Tensor,
+        target: Optional[torch.Tensor] = None,
+        window: WindowArg = BUILT_WINDOW,
+    ) -> torch.Tensor:
+        """Logits ``[K, H, W]`` of one normalised image ``[3, H, W]`` averaged over the windows of
+        ``window`` (default: the built one;
+        :func:`~panoptic_ocr.modeling.sliding_window.sliding_window_logits`)."""
+        window = self._window(window)
+        if window is None:
+            raise ValueError("sliding_window_logits needs a window: the model was built without one")
+        ignore = self.sem_seg_head.ignore_value
+
+        def segment(crops: List[torch.Tensor], crop_targets: Optional[List[torch.Tensor]]) -> torch.Tensor:
+            padded_targets = None if crop_targets is None else self.pad(crop_targets, ignore).tensor
+            return self._segment(self.pad(crops).tensor, padded_targets)
+
+        return sliding_window_logits(segment, image, window, target, ignore)
 
 
 def postprocess_logits(logits: torch.Tensor, image_size: Tuple[int, int], height: int, width: int) -> torch.Tensor:
@@ -200,11 +197,3 @@ def postprocess_logits(logits: torch.Tensor, image_size: Tuple[int, int], height
     if tuple(image_size) == (height, width):
         return logits[:, :height, :width]
     return sem_seg_postprocess(logits, image_size, height, width)
-
-
-def _window_starts(size: int, window: int, stride: int) -> List[int]:
-    """Offsets of windows covering ``[0, size)``; the last window ends at ``size``."""
-    starts = list(range(0, size - window + 1, stride))
-    if starts[-1] != size - window:
-        starts.append(size - window)
-    return starts
