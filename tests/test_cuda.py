@@ -25,14 +25,19 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_model, build_sem_seg_head
 from detectron2.utils.env import seed_all_rng
 
-from conftest import REPO_ROOT, make_cfg, randomise_batchnorm
+from conftest import REPO_ROOT, load_tool, make_cfg, randomise_batchnorm
 from panoptic_ocr import setup_cfg
-from panoptic_ocr.benchmarks.fps import agreement, fit_classifier_, make_image, read_label
 from panoptic_ocr.engine import Trainer
 from panoptic_ocr.modeling.heads import ContextHead
 from panoptic_ocr.modeling.heads.panoptic_fpn_heads import ContextSemSegFPNHead
 from panoptic_ocr.modeling.inference import build_inference_model
-from panoptic_ocr.test_time_augmentation import SemanticSegmentorWithTTA
+from panoptic_ocr.modeling.test_time_augmentation import SemanticSegmentorWithTTA
+
+# The precision-agreement helpers of the whole-model FPS tool (tools/benchmark_fps.py).
+_fps = load_tool("benchmark_fps")
+agreement, fit_classifier_, make_image, read_label = (
+    _fps.agreement, _fps.fit_classifier_, _fps.make_image, _fps.read_label
+)
 
 pytestmark = pytest.mark.cuda
 

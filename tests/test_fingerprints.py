@@ -1,7 +1,11 @@
 """The refactor check: fingerprints are reproducible and a change shows as a difference."""
-from panoptic_ocr.benchmarks.fingerprints import compare_fingerprints, fingerprint_config
+from conftest import REPO_ROOT, load_tool
 
-from conftest import REPO_ROOT
+fingerprints = load_tool("fingerprint_configs")  # the logic is in tools/fingerprint_configs.py
+compare_fingerprints, fingerprint_config = (
+    fingerprints.compare_fingerprints,
+    fingerprints.fingerprint_config,
+)
 
 QUICKSTART = str(REPO_ROOT / "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml")
 

@@ -227,10 +227,12 @@ def test_eval_only_reports_every_evaluator_and_two_processes_agree_with_one(toy_
 
 
 def test_benchmark_of_the_semantic_branch_runs_and_ocr_costs_least():
-    """Smoke run of panoptic_ocr.benchmarks.panoptic_heads (tools/benchmark_panoptic_heads.py)
-    at a tiny size; the supplementary's claim that OCR is cheaper than PPM and ASPP holds for
-    the configs' widths (MACs do not depend on the machine)."""
-    from panoptic_ocr.benchmarks import panoptic_heads as bench
+    """Smoke run of tools/benchmark_panoptic_heads.py's measuring at a tiny size; the
+    supplementary's claim that OCR is cheaper than PPM and ASPP holds for the configs' widths
+    (MACs do not depend on the machine)."""
+    from conftest import load_tool
+
+    bench = load_tool("benchmark_panoptic_heads")
 
     rows = bench.benchmark((64, 96), torch.device("cpu"), runs=1, warmup=0)
     table = bench.format_table(rows).splitlines()

@@ -1,9 +1,9 @@
-"""Inference benchmarks and visualisation: :mod:`panoptic_ocr.benchmarks.fps` (whole-model FPS,
-memory, precision comparison; ``tools/benchmark_fps.py``) and
+"""Inference benchmarks and visualisation: ``tools/benchmark_fps.py`` (whole-model FPS,
+memory, precision comparison; its measuring loaded as a module) and
 :mod:`panoptic_ocr.utils.object_regions` (OCR's soft object regions as heat maps;
 ``tools/visualize_object_regions.py``).
 
-The library runs in-process on tiny inputs with random weights; the FPS tool runs once as a
+Both run in-process on tiny inputs with random weights; the FPS tool also runs once as a
 script (its tables)."""
 
 import json
@@ -14,12 +14,14 @@ import sys
 
 import cv2
 import pytest
+from conftest import REPO_ROOT, load_tool
 from detectron2.data import DatasetCatalog
 
-from conftest import REPO_ROOT
 from panoptic_ocr import setup_cfg
-from panoptic_ocr.benchmarks.fps import FpsSettings, parse_size, run_benchmark
 from panoptic_ocr.utils.object_regions import visualize_object_regions
+
+fps = load_tool("benchmark_fps")
+FpsSettings, parse_size, run_benchmark = fps.FpsSettings, fps.parse_size, fps.run_benchmark
 
 OCR_CONFIG = str(REPO_ROOT / "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml")
 FINE_CONFIG = str(REPO_ROOT / "configs/toy_scenes/fine_only_R18_os16_toy_scenes_600it.yaml")
@@ -96,7 +98,8 @@ def test_benchmark_fps_json(toy_val_record):
 
 
 def test_benchmark_fps_table_and_argument_errors():
-    argv = ["--configs", FINE_CONFIG, "--size", "33,47", "--runs", "1", "--warmup", "0", "--no-memory"]
+    argv = ["--configs", FINE_CONFIG, "--size", "33,47", "--runs", "1", "--warmup", "0"]
+    argv.append("--no-memory")
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tools" / "benchmark_fps.py"), *argv],
         cwd=REPO_ROOT,
@@ -114,7 +117,7 @@ def test_benchmark_fps_table_and_argument_errors():
         (dict(configs=[FINE_CONFIG], names=["a", "b"]), "--names has 2 labels for 1"),
         (dict(configs=[FINE_CONFIG], calibrate=True), "--calibrate needs --image and its --label"),
         (dict(configs=["no/such.yaml"]), "does not exist"),
-        (dict(configs=[FINE_CONFIG], opts=["MODEL.OCR.MID_CHANNELS"]), "--opts needs KEY VALUE pairs"),
+        (dict(configs=[FINE_CONFIG], opts=["MODEL.OCR.MID_CHANNELS"]), "--opts needs KEY VALUE"),
     ]:
         with pytest.raises(ValueError, match=message):
             FpsSettings(**kwargs)

@@ -2,29 +2,124 @@
 """Mixed precision on CPU: bfloat16 autocast training (SOLVER.AMP.ENABLED) against float32.
 
 Trains the same short run twice from the same seed and prints seconds per iteration (median and
-min of the steady iterations), the speed-up, the final loss and the mIoU after training. The
-logic is :mod:`panoptic_ocr.benchmarks.amp`; results are recorded in docs/trust.md.
+min of the steady iterations), the speed-up, the final loss and the mIoU after training;
+results are recorded in docs/trust.md.
+
+Both runs use the same config, seed and data order; the only difference is
+``SOLVER.AMP.ENABLED``, which makes :class:`~panoptic_ocr.engine.Trainer` use
+:class:`~panoptic_ocr.engine.trainer.CPUAMPTrainer` on CPU. Evaluation (after training) is in
+the config's inference precision (float32 by default) for both, through ``Trainer.test``.
 
     .venv/bin/python tools/benchmark_amp.py                       # the quick start, 30 iterations
-    .venv/bin/python tools/benchmark_amp.py --iterations 100 --threads 2 SOLVER.IMS_PER_BATCH 4
+    .venv/bin/python tools/benchmark_amp.py --iterations 100 --threads 2 \\
+        SOLVER.IMS_PER_BATCH 4
 """
+
 import argparse
 import logging
+import os
+import statistics
 import sys
 from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 import torch
+from detectron2.config import get_cfg
+from detectron2.utils.env import seed_all_rng
 
-from panoptic_ocr.benchmarks.amp import format_amp_table, run_amp_benchmark
+from panoptic_ocr.config import add_ocr_config
+from panoptic_ocr.engine import Trainer
 
-DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml")
+DEFAULT_CONFIG = str(
+    Path(__file__).resolve().parents[1] / "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
+)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _train_once(
+    config_file: str, opts: Sequence[str], amp: bool, iterations: int, output_dir: str, seed: int
+) -> Dict:
+    """One training run from ``seed``: seconds per iteration, final loss, mIoU."""
+    cfg = get_cfg()
+    add_ocr_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    # fmt: off
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", str(amp), "SOLVER.MAX_ITER", str(iterations),
+        "SOLVER.CHECKPOINT_PERIOD", str(10**9), "OUTPUT_DIR", output_dir, "SEED", str(seed),
+    ])
+    # fmt: on
+    cfg.freeze()
+    seed_all_rng(seed)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    results = trainer.train()
+    times = [t for t, _ in trainer.storage.history("time").values()]
+    steady = times[min(2, len(times) - 1) :]  # the first iterations include one-off set-up
+    miou: Optional[float] = None
+    if results:
+        first = results[cfg.DATASETS.TEST[0]] if len(cfg.DATASETS.TEST) > 1 else results
+        miou = first.get("sem_seg", {}).get("mIoU")
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    return {
+        "s_per_iter_median": statistics.median(steady),
+        "s_per_iter_min": min(steady),
+        "final_loss": statistics.mean(losses[-5:]),
+        "mIoU": miou,
+    }
+
+
+def run_amp_benchmark(
+    config_file: str,
+    opts: Sequence[str] = (),
+    iterations: int = 30,
+    output_dir: str = "output/benchmark_amp",
+    seed: int = 0,
+) -> Dict[str, Dict]:
+    """Train ``iterations`` iterations in float32, then with bfloat16 autocast, from the same seed;
+    returns ``{"float32": ..., "bfloat16": ...}`` with ``s_per_iter_median``, ``s_per_iter_min``,
+    ``final_loss`` (mean of the last 5) and ``mIoU`` (after training; ``None`` without
+    ``DATASETS.TEST``). Each run writes under ``output_dir/<precision>``."""
+    return {
+        name: _train_once(config_file, opts, amp, iterations, os.path.join(output_dir, name), seed)
+        for name, amp in (("float32", False), ("bfloat16", True))
+    }
+
+
+def format_amp_table(results: Dict[str, Dict]) -> str:
+    """A Markdown table of :func:`run_amp_benchmark`'s results, with the speed-up over float32."""
+    base = results["float32"]["s_per_iter_median"]
+    rows: List[str] = [
+        "| precision | s/iter (median) | s/iter (min) | speed-up vs float32 | final loss | mIoU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        miou = "-" if r["mIoU"] is None else f"{r['mIoU']:.2f}"
+        rows.append(
+            f"| {name} | {r['s_per_iter_median']:.3f} | {r['s_per_iter_min']:.3f} "
+            f"| {base / r['s_per_iter_median']:.2f}x | {r['final_loss']:.3f} | {miou} |"
+        )
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    rows.append(
+        f"\nCPU with native bfloat16 kernels (oneDNN): {bf16}; "
+        f"torch threads: {torch.get_num_threads()}"
+    )
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse the command line, train twice, print the table."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", default=DEFAULT_CONFIG)
     parser.add_argument("--iterations", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: PyTorch's default)"
+    )
     parser.add_argument("--output-dir", default="output/benchmark_amp")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
@@ -32,7 +127,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    results = run_amp_benchmark(args.config_file, args.opts, args.iterations, args.output_dir, args.seed)
+    results = run_amp_benchmark(
+        args.config_file, args.opts, args.iterations, args.output_dir, args.seed
+    )
     print(format_amp_table(results))
     return 0
 

@@ -12,7 +12,7 @@ Runs the model over a registered dataset and writes, in ``--output-dir``:
 replaced without ``--overwrite``. With ``--evaluate``, a dataset that has panoptic ground
 truth (``panoptic_json``/``panoptic_root`` metadata) is scored with panopticapi's
 ``pq_compute`` on the written files. The export is
-:mod:`panoptic_ocr.evaluation.panoptic_export`; this script parses the command line and prints.
+:mod:`panoptic_ocr.engine.panoptic_export`; this script parses the command line and prints.
 
 Usage:
     python tools/export_coco_panoptic.py --config-file configs/.../panoptic_fpn.yaml \\
@@ -36,7 +36,7 @@ warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=Futur
 from detectron2.engine import launch  # noqa: E402
 
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
-from panoptic_ocr.evaluation.panoptic_export import (  # noqa: E402
+from panoptic_ocr.engine.panoptic_export import (  # noqa: E402
     ExportError,
     ExportOptions,
     check_export,

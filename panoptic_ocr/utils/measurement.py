@@ -1,4 +1,5 @@
-"""Latency, peak memory and multiply-add counts, as every benchmark of the project measures them.
+"""Latency, peak memory and multiply-add counts: the measurement primitives that every benchmark
+of the project (``tools/benchmark_*.py``) shares, and nothing else.
 
 - Latency: wall time around a call, with the CUDA stream synchronised before and after.
 - Peak memory of one call above what is held before it (weights and inputs are not included):
@@ -8,6 +9,7 @@
 - Multiply-adds: fvcore's ``FlopCountAnalysis`` (one per multiply-add of convs, matmuls and
   einsums; elementwise ops, softmax and interpolation count 0), traced in float32.
 """
+
 import contextlib
 import logging
 import os
@@ -15,14 +17,13 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Callable, Dict, Hashable, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Hashable, Iterator, List, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     "count_macs",
-    "count_model_macs",
     "median_latency_ms",
     "peak_memory_bytes",
     "time_interleaved",
@@ -46,43 +47,37 @@ def _quiet_tracing() -> Iterator[None]:
         fvcore_logger.setLevel(level)
 
 
-def count_macs(module: nn.Module, inputs: Tuple[Tensor, ...]) -> int:
-    """Multiply-adds of ``module(*inputs)`` as fvcore's ``FlopCountAnalysis`` counts them.
-
-    Args:
-        module: any module taking positional tensors.
-        inputs: its inputs, e.g. ``([N, C, H, W],)``.
-    """
-    from fvcore.nn import FlopCountAnalysis
-
-    with _quiet_tracing():
-        analysis = FlopCountAnalysis(module, inputs)
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(analysis.total())
-
-
-def count_model_macs(
-    model: nn.Module, inputs: List[Dict], submodules: Sequence[str] = ()
+def count_macs(
+    model: nn.Module,
+    inputs: Union[Tuple[Tensor, ...], List[Dict]],
+    submodules: Sequence[str] = (),
 ) -> Dict[str, int]:
-    """Multiply-adds of a Detectron2 model on its list-of-dicts ``inputs`` (Detectron2's
-    ``FlopCountAnalysis``, which traces the model through a ``TracingAdapter``).
+    """Multiply-adds of one float32 forward, as fvcore's ``FlopCountAnalysis`` counts them.
 
     Args:
-        model: a Detectron2 meta-architecture, e.g. ``OCRSemanticSegmentor``.
-        inputs: ``[{"image": uint8 [3, H, W], ...}]``, as the model takes them.
+        model: a module taking positional tensors, or a Detectron2 meta-architecture (e.g.
+            ``OCRSemanticSegmentor``) taking a list of dicts.
+        inputs: a tuple of tensors, e.g. ``([N, C, H, W],)``, called as ``model(*inputs)``; or
+            ``[{"image": uint8 [3, H, W], ...}]``, traced through Detectron2's
+            ``FlopCountAnalysis`` (a ``TracingAdapter`` around the model).
         submodules: names of ``model``'s submodules to count separately (e.g. ``"backbone"``).
     Returns:
         ``{"": total, name: count for each of submodules}`` (0 for a submodule never called).
     """
-    from detectron2.utils.analysis import FlopCountAnalysis
+    if isinstance(inputs, list):
+        from detectron2.utils.analysis import FlopCountAnalysis
 
+        prefix = "model."  # Detectron2's analysis wraps the model: "model.<name>"
+    else:
+        from fvcore.nn import FlopCountAnalysis
+
+        inputs, prefix = tuple(inputs), ""
     with _quiet_tracing():
         analysis = FlopCountAnalysis(model, inputs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         by_module = analysis.by_module()
         counts = {"": int(analysis.total())}
-    # Detectron2's analysis wraps the model: its modules are named "model.<name>".
-    counts.update({name: int(by_module.get(f"model.{name}", 0)) for name in submodules})
+    counts.update({name: int(by_module.get(prefix + name, 0)) for name in submodules})
     return counts
 
 
