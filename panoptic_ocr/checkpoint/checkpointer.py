@@ -22,24 +22,24 @@ uninterrupted run: entries of the iterations that will be trained again are move
 import json
 import logging
 import os
-import signal
 from typing import IO, Any, Dict, List, Optional, Tuple, cast
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.utils import comm
 
-from .weight_files import WeightFileError, check_loaded_state_dict, check_weight_file, read_weight_file
 from ..utils.safe_write import TEMP_PREFIX, atomic_file
+from .weight_files import (
+    WeightFileError,
+    check_loaded_state_dict,
+    check_weight_file,
+    read_weight_file,
+)
 
 __all__ = [
-    "FAULT_ENV",
     "IncompleteWeightsError",
     "ProjectCheckpointer",
     "WeightFileError",
     "check_weight_file",
-    "fault_requested",
-    "kill_self",
     "load_inference_weights",
     "trim_metrics_for_resume",
     "weight_options",
@@ -47,51 +47,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Test-only fault injection: "<point>:<value>[@<rank>]" makes the process SIGKILL itself there.
-# Points: "after_iter:<i>" (after iteration i, see hooks.FaultInjectionHook), and for a save of
-# checkpoint <name> (e.g. model_0000005): "during_save:<name>" (half the file written),
-# "before_rename:<name>" (temporary complete, not renamed), "before_tag:<name>" (renamed,
-# last_checkpoint not updated).
-FAULT_ENV = "PANOPTIC_OCR_FAULT"
-
 LAST_CHECKPOINT = "last_checkpoint"
-
-
-def fault_requested(point: str, value: str) -> bool:
-    """Whether ``$PANOPTIC_OCR_FAULT`` asks this process (rank) to die at ``point:value``."""
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec:
-        return False
-    for item in spec.split(","):
-        where, _, rank = item.partition("@")
-        if where == f"{point}:{value}" and (not rank or int(rank) == comm.get_rank()):
-            return True
-    return False
-
-
-def kill_self() -> None:
-    """SIGKILL this process (fault injection of the tests): no clean-up, no exit handler runs."""
-    logger.warning("%s: killing this process (fault injection)", FAULT_ENV)
-    logging.shutdown()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _KillHalfway:
-    """A binary file that SIGKILLs the process once ``limit`` bytes are written (fault tests)."""
-
-    def __init__(self, f: IO[bytes], limit: int):
-        self._f, self._limit, self._written = f, limit, 0
-
-    def write(self, data) -> int:
-        n = self._f.write(data)
-        self._written += n
-        if self._written >= self._limit:
-            self._f.flush()
-            kill_self()
-        return n
-
-    def flush(self) -> None:
-        self._f.flush()
 
 
 class ProjectCheckpointer(DetectionCheckpointer):
@@ -124,15 +80,7 @@ class ProjectCheckpointer(DetectionCheckpointer):
         self.logger.info("Saving checkpoint to %s", save_file)
         with atomic_file(save_file, overwrite=True) as tmp:
             with open(tmp, "wb") as f:
-                if fault_requested("during_save", name):
-                    probe = _CountingWriter()
-                    torch.save(data, cast(IO[bytes], probe))
-                    torch.save(data, cast(IO[bytes], _KillHalfway(f, probe.size // 2)))
                 torch.save(data, cast(IO[bytes], f))
-            if fault_requested("before_rename", name):
-                kill_self()
-        if fault_requested("before_tag", name):
-            kill_self()
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
@@ -294,20 +242,6 @@ class ProjectCheckpointer(DetectionCheckpointer):
         if partial:
             logger.warning("Resume: ignoring %d temporary file(s) of interrupted saves, e.g. '%s' (not deleted)", len(partial), partial[0])
         return files
-
-
-class _CountingWriter:
-    """A write-only sink that counts bytes (the size of a checkpoint, for the fault test)."""
-
-    def __init__(self):
-        self.size = 0
-
-    def write(self, data) -> int:
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
 
 
 def load_inference_weights(

@@ -1,5 +1,5 @@
-"""Trainer hooks of the project: evaluation results that stay readable, prediction overlays, the
-panoptic summary table, and (tests only) a hook that kills the process at a chosen iteration.
+"""Trainer hooks of the project: evaluation results that stay readable, prediction overlays and
+the panoptic summary table.
 
 The overlay and summary hooks act in ``after_train`` of a finished training; their
 :meth:`PredictionOverlayHook.save` and :meth:`PanopticSummaryHook.log` do the same work without a
@@ -17,10 +17,8 @@ from detectron2.utils import comm
 
 from ..evaluation.panoptic_summary import format_panoptic_summary
 from ..utils import save_prediction_overlays
-from ..checkpoint.checkpointer import FAULT_ENV, kill_self, fault_requested
 
 __all__ = [
-    "FaultInjectionHook",
     "PanopticSummaryHook",
     "PredictionOverlayHook",
     "RecordingEvalHook",
@@ -44,7 +42,12 @@ class RecordingEvalHook(EvalHook):
             first one.
     """
 
-    def __init__(self, eval_period: int, eval_function: Callable[[], Optional[Mapping]], eval_after_train: bool = True):
+    def __init__(
+        self,
+        eval_period: int,
+        eval_function: Callable[[], Optional[Mapping]],
+        eval_after_train: bool = True,
+    ):
         """
         Args:
             eval_period: evaluate every that many iterations (0: only after training).
@@ -80,7 +83,8 @@ class PredictionOverlayHook(HookBase):
         """
         Args:
             cfg: the config (``VIS.NUM_IMAGES``, ``DATASETS.TEST``, ``OUTPUT_DIR``).
-            build_test_loader: ``(cfg, dataset_name) -> loader``, e.g. ``Trainer.build_test_loader``.
+            build_test_loader: ``(cfg, dataset_name) -> loader``, e.g.
+                ``Trainer.build_test_loader``.
         """
         self.num_images = cfg.VIS.NUM_IMAGES
         self.dataset_name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
@@ -94,7 +98,9 @@ class PredictionOverlayHook(HookBase):
             return []
         model = getattr(model, "module", model)
         loader = self._build_test_loader(self._cfg, self.dataset_name)
-        paths = save_prediction_overlays(model, loader, self.dataset_name, self.output_dir, self.num_images)
+        paths = save_prediction_overlays(
+            model, loader, self.dataset_name, self.output_dir, self.num_images
+        )
         logger.info("Saved %d prediction overlays to %s", len(paths), self.output_dir)
         return paths
 
@@ -121,7 +127,8 @@ class PanopticSummaryHook(HookBase):
 
     def log(self, results: Optional[Mapping]) -> Optional[str]:
         """Log the table of ``results`` (``Trainer.test``'s output: per dataset, or one dataset's
-        tasks when ``DATASETS.TEST`` has one name); returns it, ``None`` when nothing is panoptic."""
+        tasks when ``DATASETS.TEST`` has one name); returns it, ``None`` when nothing is
+        panoptic."""
         if not results or not comm.is_main_process():
             return None
         per_dataset = results if len(self.dataset_names) != 1 else {self.dataset_names[0]: results}
@@ -134,14 +141,3 @@ class PanopticSummaryHook(HookBase):
         if training_finished(self.trainer):
             self.log(merge_eval_results(self.sources))
 
-
-class FaultInjectionHook(HookBase):
-    """Test-only: SIGKILL this process after the iteration that ``$PANOPTIC_OCR_FAULT`` names
-    (``after_iter:<i>[@<rank>]``, see :data:`panoptic_ocr.checkpoint.checkpointer.FAULT_ENV`), after
-    the hooks before it (e.g. the periodic checkpointer) ran. :class:`~panoptic_ocr.engine.Trainer`
-    registers it only when the variable is set."""
-
-    def after_step(self):
-        if fault_requested("after_iter", str(self.trainer.iter)):
-            logger.warning("%s: after iteration %d", FAULT_ENV, self.trainer.iter)
-            kill_self()

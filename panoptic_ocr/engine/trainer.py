@@ -1,25 +1,45 @@
-"""The project's ``DefaultTrainer``: evaluators that check their ground truth, data loaders, the
-poly LR schedule of :mod:`.lr_scheduler`, CPU DDP, bfloat16 autocast on CPU, the crash-safe
-checkpointer of :mod:`.checkpoint`, the model/dataset check of :mod:`.checks`, and the hooks of
-:mod:`panoptic_ocr.engine.hooks` (kept evaluation results, overlays, panoptic summary)."""
+"""The project's ``DefaultTrainer``: evaluators that check their ground truth, data loaders,
+the poly LR schedule of :mod:`.lr_scheduler`, CPU DDP, bfloat16 autocast on CPU, the crash-safe
+checkpointer of :mod:`panoptic_ocr.checkpoint`, the model/dataset check of
+:mod:`panoptic_ocr.data.class_counts`, and the hooks of :mod:`panoptic_ocr.engine.hooks` (kept
+evaluation results, overlays, panoptic summary)."""
 import logging
 import os
 import time
+import warnings
 import weakref
 from collections import OrderedDict
 from typing import List, Optional
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.data import DatasetMapper
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.data import (
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    HookBase,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+)
 from detectron2.engine import hooks as d2_hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, verify_results
+from detectron2.evaluation import (
+    COCOEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    verify_results,
+)
 from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint.checkpointer import ProjectCheckpointer, trim_metrics_for_resume
 from ..data import SemanticDatasetMapper, ensure_dataset_available
+from ..data.class_counts import check_model_matches_datasets
 from ..evaluation import (
     CheckedCOCOPanopticEvaluator,
     CheckedSemSegEvaluator,
@@ -29,10 +49,13 @@ from ..evaluation import (
     cityscapesscripts_available,
 )
 from ..modeling.inference import build_inference_model
-from ..test_time_augmentation import SemanticSegmentorWithTTA
-from ..checkpoint.checkpointer import FAULT_ENV, ProjectCheckpointer, trim_metrics_for_resume
-from ..data.class_counts import check_model_matches_datasets
-from .hooks import FaultInjectionHook, PanopticSummaryHook, PredictionOverlayHook, RecordingEvalHook, merge_eval_results
+from ..modeling.test_time_augmentation import SemanticSegmentorWithTTA
+from .hooks import (
+    PanopticSummaryHook,
+    PredictionOverlayHook,
+    RecordingEvalHook,
+    merge_eval_results,
+)
 from .lr_scheduler import build_lr_scheduler
 
 __all__ = ["CPUAMPTrainer", "Trainer", "build_evaluator", "wrap_for_distributed"]
@@ -48,6 +71,25 @@ def wrap_for_distributed(model: torch.nn.Module) -> torch.nn.Module:
     if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
         return create_ddp_model(model, broadcast_buffers=False, device_ids=None)
     return create_ddp_model(model, broadcast_buffers=False)
+
+
+def _retake_last_step(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Recompute the current LRs of a resumed ``scheduler`` from its own schedule.
+
+    A checkpoint restores the optimizer's LRs as the interrupted run's schedule set them, but
+    only ``base_lrs`` and ``last_epoch`` of an ``LRMultiplier``, whose schedule (and
+    ``max_iter``) come from this run's config: with another ``SOLVER.MAX_ITER`` the two differ.
+    The last step is taken again (public ``last_epoch`` and ``step()``), so torch itself writes
+    the optimizer's LRs and ``get_last_lr()``. Only for schedulers whose ``get_lr`` depends on
+    ``last_epoch`` alone, as ``LRMultiplier``'s does (not for recursive ones such as ``StepLR``).
+    """
+    scheduler.last_epoch -= 1
+    with warnings.catch_warnings():
+        # Torch warns of a first step() before optimizer.step(); here the step is taken again.
+        warnings.filterwarnings(
+            "ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning
+        )
+        scheduler.step()
 
 
 class CPUAMPTrainer(SimpleTrainer):
@@ -77,35 +119,46 @@ class CPUAMPTrainer(SimpleTrainer):
         self.optimizer.step()
 
 
-def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
+def build_evaluator(
+    cfg, dataset_name: str, output_folder: Optional[str] = None
+) -> DatasetEvaluator:
     """Evaluators chosen by the dataset's ``evaluator_type`` metadata; the semantic and panoptic
-    ones check every ground-truth file they read (:mod:`panoptic_ocr.evaluation.checked_evaluators`)."""
+    ones check every ground-truth file they read
+    (:mod:`panoptic_ocr.evaluation.checked_evaluators`)."""
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     evaluators: List[DatasetEvaluator] = []
+
+    def sem_seg() -> DatasetEvaluator:
+        return CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+
     if evaluator_type == "sem_seg":
-        evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        evaluators.append(sem_seg())
     elif evaluator_type == "cityscapes_sem_seg":  # Detectron2's builtin cityscapes_fine_sem_seg_*
-        evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        evaluators.append(sem_seg())
         if cityscapesscripts_available():
             evaluators.append(CityscapesOfficialSemSegEvaluator(dataset_name))
     elif evaluator_type == "sem_seg_submission":  # test splits without public labels
-        evaluators.append(build_submission_writer(dataset_name, os.path.join(output_folder, "submission")))
+        submission = os.path.join(output_folder, "submission")
+        evaluators.append(build_submission_writer(dataset_name, submission))
     elif evaluator_type == "coco_panoptic_seg":
         evaluators.append(CheckedCOCOPanopticEvaluator(dataset_name, output_folder))
         if MetadataCatalog.get(dataset_name).get("sem_seg_root", None):
-            evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+            evaluators.append(sem_seg())
         if MetadataCatalog.get(dataset_name).get("json_file", None):
             # Without detectron2._C the fast COCO eval is absent; ask for pycocotools directly.
-            evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False))
+            evaluators.append(
+                COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+            )
     elif evaluator_type == "coco_panoptic_submission":  # COCO panoptic test-dev: the server's zip
-        evaluators.append(COCOPanopticSubmissionWriter(dataset_name, output_folder, overwrite=False))
+        writer = COCOPanopticSubmissionWriter(dataset_name, output_folder, overwrite=False)
+        evaluators.append(writer)
     else:
         raise ValueError(
-            f"Dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; panoptic_ocr evaluates "
-            f"'sem_seg', 'cityscapes_sem_seg', 'sem_seg_submission', 'coco_panoptic_seg' and "
-            f"'coco_panoptic_submission'"
+            f"Dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; panoptic_ocr "
+            "evaluates 'sem_seg', 'cityscapes_sem_seg', 'sem_seg_submission', "
+            "'coco_panoptic_seg' and 'coco_panoptic_submission'"
         )
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
@@ -131,24 +184,36 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         """Check that the model's class counts match every dataset's
         (:func:`~panoptic_ocr.data.class_counts.check_model_matches_datasets`), then build what
-        ``DefaultTrainer.__init__`` builds (model, optimizer, train loader, the SGD/AMP loop, LR
-        scheduler, checkpointer, hooks), the model wrapped by :func:`wrap_for_distributed` so
-        that several CPU processes work too. ``SOLVER.AMP.ENABLED`` uses Detectron2's
-        ``AMPTrainer`` on CUDA and :class:`CPUAMPTrainer` (bfloat16) on CPU."""
+        ``DefaultTrainer.__init__`` builds, in its order and through the same classmethods
+        (``build_model``, ``build_optimizer``, ``build_train_loader``, ``build_lr_scheduler``,
+        ``build_hooks``), with three differences: the model is wrapped by
+        :func:`wrap_for_distributed` (several CPU processes work too), ``SOLVER.AMP.ENABLED``
+        uses :class:`CPUAMPTrainer` (bfloat16) on CPU and Detectron2's ``AMPTrainer`` on CUDA,
+        and the checkpointer is a
+        :class:`~panoptic_ocr.checkpoint.checkpointer.ProjectCheckpointer`."""
+        # DefaultTrainer.__init__ is not called: it wraps the model with create_ddp_model's
+        # default device_ids=[local rank] (a CPU model in gloo DDP refuses any device_ids), takes
+        # AMPTrainer (CUDA only) for AMP and gives its hooks a plain DetectionCheckpointer, with
+        # no hook to choose any of them.
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()  # as DefaultTrainer: Detectron2's logger when nobody set one up
         check_model_matches_datasets(cfg)
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
 
-        # Built in DefaultTrainer's order: the optimizer needs the unwrapped model.
+        # DefaultTrainer's order: the optimizer is built on the unwrapped model.
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         on_cpu = next(model.parameters()).device.type == "cpu"
         model = wrap_for_distributed(model)
-        loop = (CPUAMPTrainer if on_cpu else AMPTrainer) if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        # DefaultTrainer's model/optimizer/data_loader properties and run_step read _trainer.
+        if cfg.SOLVER.AMP.ENABLED:
+            loop = CPUAMPTrainer if on_cpu else AMPTrainer
+        else:
+            loop = SimpleTrainer
+        # The one private member written: DefaultTrainer keeps its loop in ``_trainer`` (its
+        # model/optimizer/data_loader properties, run_step and state_dict, whose "_trainer"
+        # entry every checkpoint holds, read it) and offers no other way to set it.
         self._trainer = loop(model, data_loader, optimizer)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
@@ -161,15 +226,19 @@ class Trainer(DefaultTrainer):
         self._eval_hooks: List[RecordingEvalHook] = []
         self.register_hooks(self.build_hooks())
 
-    def build_hooks(self):
+    def build_hooks(self) -> List[HookBase]:
         """Detectron2's default hooks, its ``EvalHook`` replaced by a :class:`RecordingEvalHook`
-        (same period) and its ``PeriodicCheckpointer`` moved after the ``PeriodicWriter``, followed by the TTA evaluation (``TEST.AUG.ENABLED``), the
+        (same period) and its ``PeriodicCheckpointer`` moved after the ``PeriodicWriter``,
+        followed by the TTA evaluation (``TEST.AUG.ENABLED``), the
         :class:`PredictionOverlayHook` and the :class:`PanopticSummaryHook`."""
         cfg = self.cfg
-        evaluation = RecordingEvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model))
+        evaluation = RecordingEvalHook(
+            cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model)
+        )
         self._eval_hooks = [evaluation]
         if cfg.TEST.AUG.ENABLED:
-            self._eval_hooks.append(RecordingEvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model)))
+            tta = RecordingEvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model))
+            self._eval_hooks.append(tta)
         ret, checkpointers = [], []
         for hook in super().build_hooks():
             if isinstance(hook, d2_hooks.PeriodicCheckpointer):
@@ -182,29 +251,24 @@ class Trainer(DefaultTrainer):
         ret.extend(checkpointers)
         ret.append(PredictionOverlayHook(cfg, type(self).build_test_loader))
         ret.append(PanopticSummaryHook(cfg, self._eval_hooks))
-        if os.environ.get(FAULT_ENV):  # fault-injection tests only
-            ret.append(FaultInjectionHook())
         return ret
 
     def resume_or_load(self, resume: bool = True) -> None:
         """As ``DefaultTrainer.resume_or_load``, with :class:`ProjectCheckpointer`'s resume (the
-        newest checkpoint that loads; corrupt ones are skipped with a warning, none is deleted).
-        A resumed run continues at the iteration after the checkpoint's, on the schedule of the
-        config's ``SOLVER.MAX_ITER``; ``metrics.json`` entries from that iteration on (written by
-        the interrupted run after its checkpoint) are moved to a backup
-        (:func:`~panoptic_ocr.checkpoint.checkpointer.trim_metrics_for_resume`), so the file reads as
-        one uninterrupted run."""
+        checkpoint ``last_checkpoint`` names, else the newest that loads; corrupt ones are skipped
+        with a warning, none is deleted). A resumed run continues at the iteration after the
+        checkpoint's, on the schedule of the config's ``SOLVER.MAX_ITER``; ``metrics.json``
+        entries from that iteration on (written by the interrupted run after its checkpoint) are
+        moved to a backup (:func:`~panoptic_ocr.checkpoint.checkpointer.trim_metrics_for_resume`),
+        so the file reads as one uninterrupted run."""
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.resumed_from is not None:
             self.start_iter = self.iter + 1
             if isinstance(self.scheduler, LRMultiplier):
-                # The optimizer's saved LRs are those of the old schedule; use this config's.
-                lrs = self.scheduler.get_lr()
-                for group, lr in zip(self.optimizer.param_groups, lrs):
-                    group["lr"] = lr
-                self.scheduler._last_lr = lrs
+                _retake_last_step(self.scheduler)
             if comm.is_main_process():
-                trim_metrics_for_resume(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
+                metrics = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
+                trim_metrics_for_resume(metrics, self.start_iter)
 
     @property
     def last_eval_results(self) -> Optional[OrderedDict]:
@@ -253,10 +317,16 @@ class Trainer(DefaultTrainer):
     def test_with_TTA(cls, cfg, model):
         """Evaluate ``model`` wrapped in :class:`SemanticSegmentorWithTTA` (``TEST.AUG``);
         results are reported under ``<task>_TTA``, files under ``OUTPUT_DIR/inference_TTA``."""
-        logger.info("Running inference with test-time augmentation: scales %s, flip %s", cfg.TEST.AUG.SCALES, cfg.TEST.AUG.FLIP)
+        logger.info(
+            "Running inference with test-time augmentation: scales %s, flip %s",
+            cfg.TEST.AUG.SCALES,
+            cfg.TEST.AUG.FLIP,
+        )
         model = SemanticSegmentorWithTTA.from_config(cfg, model)
         evaluators = [
-            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            cls.build_evaluator(
+                cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name)
+            )
             for name in cfg.DATASETS.TEST
         ]
         results = cls.test(cfg, model, evaluators)
