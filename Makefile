@@ -19,5 +19,9 @@ quickstart: setup
 panoptic-quickstart: setup
 	$(PY) train_net.py --config-file $(PANOPTIC_CONFIG)
 
+# Lint (ruff.toml: pyflakes, pycodestyle at 100 columns, import order), then the tests on
+# TEST_WORKERS processes (pytest-xdist; 1 runs them in this process).
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Install panoptic_ocr. Detectron2 must be installed first: see README.md (Installation)."""
+
 from setuptools import find_packages, setup
 
 setup(
@@ -34,6 +35,14 @@ setup(
     extras_require={
         # onnx + onnxruntime: tests of the ONNX export (tools/export_model.py --check); torch's
         # ONNX exporter imports onnxscript. Versions checked with torch 2.14.1 on Python 3.11.
-        "test": ["pytest>=7", "onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.5,<1"],
+        # pytest-xdist: make test's two workers; ruff: the lint make test runs first (ruff.toml).
+        "test": [
+            "pytest>=7",
+            "pytest-xdist>=3,<4",
+            "ruff>=0.17,<0.18",
+            "onnx>=1.16,<2",
+            "onnxruntime>=1.18,<2",
+            "onnxscript>=0.5,<1",
+        ],
     },
 )

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Train and evaluate panoptic_ocr models with Detectron2's trainer.
 
-    python train_net.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml
-    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
-    python train_net.py --config-file ... --num-gpus 2   # 2 processes; gloo on CPU-only machines
-    python train_net.py ... --num-machines 2 --machine-rank 0 --dist-url tcp://HOST:PORT  # docs/distributed.md
+python train_net.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml
+python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+python train_net.py --config-file ... --num-gpus 2   # 2 processes; gloo on CPU-only machines
+python train_net.py ... --num-machines 2 --machine-rank 0 \\
+    --dist-url tcp://HOST:PORT  # docs/distributed.md
 """
+
 import argparse
 from datetime import timedelta
 
@@ -16,10 +18,10 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from panoptic_ocr import setup_cfg
-from panoptic_ocr.engine import PanopticSummaryHook, PredictionOverlayHook, Trainer
-from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
 from panoptic_ocr.checkpoint.checkpointer import load_inference_weights, weight_options
 from panoptic_ocr.data.class_counts import check_model_matches_datasets
+from panoptic_ocr.engine import PanopticSummaryHook, PredictionOverlayHook, Trainer
+from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
 from panoptic_ocr.engine.output_lock import OutputDirLock
 
 
@@ -54,7 +56,9 @@ def evaluate_only(cfg, resume: bool = False):
     ``MODEL.WEIGHTS``, unless ``--allow-partial-weights``)."""
     check_model_matches_datasets(cfg, lists=("DATASETS.TEST",))
     model = Trainer.build_model(cfg)
-    load_inference_weights(model, cfg.MODEL.WEIGHTS, save_dir=cfg.OUTPUT_DIR, resume=resume, **weight_options(cfg))
+    load_inference_weights(
+        model, cfg.MODEL.WEIGHTS, save_dir=cfg.OUTPUT_DIR, resume=resume, **weight_options(cfg)
+    )
     results = Trainer.test(cfg, model)
     if cfg.TEST.AUG.ENABLED:
         results.update(Trainer.test_with_TTA(cfg, model))
@@ -71,7 +75,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser = default_argument_parser()
     add_weight_arguments(parser)
     parser.add_argument(
-        "--dist-timeout", type=float, default=DEFAULT_TIMEOUT.total_seconds(),
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT.total_seconds(),
         help="seconds a process waits for the others (rendezvous, collectives) before it fails "
         f"(default: Detectron2's {DEFAULT_TIMEOUT.total_seconds():.0f})",
     )
@@ -84,7 +90,9 @@ def run(args) -> None:
     several machines the first one holds it)."""
     lock = None
     if args.machine_rank == 0:
-        lock = OutputDirLock(setup_cfg(args.config_file, list(args.opts) + weight_overrides(args)).OUTPUT_DIR)
+        lock = OutputDirLock(
+            setup_cfg(args.config_file, list(args.opts) + weight_overrides(args)).OUTPUT_DIR
+        )
         lock.acquire()
     try:
         launch(

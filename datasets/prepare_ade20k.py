@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert ADE20K (SceneParsing) annotations to the labels Detectron2's ade20k_sem_seg_* read.
 
-    .venv/bin/python datasets/prepare_ade20k.py              # $DETECTRON2_DATASETS/ADEChallengeData2016
+    .venv/bin/python datasets/prepare_ade20k.py  # $DETECTRON2_DATASETS/ADEChallengeData2016
     .venv/bin/python datasets/prepare_ade20k.py --root /data/ADEChallengeData2016 --overwrite
 
 Reads   <root>/annotations/{training,validation}/ADE_*.png   (0 = other, 1..150 = classes)
@@ -15,7 +15,9 @@ unreadable, of another size than its image, or holds a value above 150.
 import sys
 from pathlib import Path
 
-if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+if (
+    __package__ is None and __name__ == "__main__"
+):  # run as a file: use this checkout's panoptic_ocr
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoptic_ocr.data.label_files import (
@@ -35,7 +37,9 @@ ADE20K_LUT = LabelLUT([IGNORE_LABEL] + list(range(NUM_CLASSES)), "ADE20K ScenePa
 
 
 def main(argv=None) -> int:
-    parser = prepare_argument_parser(__doc__, ("ADEChallengeData2016",), "the unzipped ADEChallengeData2016", SPLITS)
+    parser = prepare_argument_parser(
+        __doc__, ("ADEChallengeData2016",), "the unzipped ADEChallengeData2016", SPLITS
+    )
     args = parser.parse_args(argv)
 
     def run() -> str:

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Make the *_labelTrainIds.png files that Detectron2's Cityscapes loaders read.
 
-    .venv/bin/python datasets/prepare_cityscapes.py                       # $DETECTRON2_DATASETS/cityscapes
-    .venv/bin/python datasets/prepare_cityscapes.py --root /data/cityscapes --annotations gtFine --overwrite
+    .venv/bin/python datasets/prepare_cityscapes.py  # $DETECTRON2_DATASETS/cityscapes
+    .venv/bin/python datasets/prepare_cityscapes.py --root /data/cityscapes --annotations gtFine \\
+        --overwrite
 
 Reads   <root>/{gtFine,gtCoarse}/<split>/<city>/*_{gtFine,gtCoarse}_labelIds.png   (ids 0..33)
         <root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png   (for the size check)
@@ -17,7 +18,9 @@ is unreadable, of another size than its image, or holds an id outside 0..33.
 import sys
 from pathlib import Path
 
-if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+if (
+    __package__ is None and __name__ == "__main__"
+):  # run as a file: use this checkout's panoptic_ocr
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoptic_ocr.data.datasets.register_cityscapes import CITYSCAPES_LABEL_ID_TO_TRAIN_ID
@@ -52,7 +55,9 @@ def find_jobs(root: Path, annotation: str):
 
 
 def main(argv=None) -> int:
-    parser = prepare_argument_parser(__doc__, ("cityscapes",), "the unzipped Cityscapes release", None)
+    parser = prepare_argument_parser(
+        __doc__, ("cityscapes",), "the unzipped Cityscapes release", None
+    )
     parser.add_argument(
         "--annotations",
         nargs="+",

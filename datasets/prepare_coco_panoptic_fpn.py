@@ -2,7 +2,8 @@
 """Make the stuff-only labels that Detectron2's coco_2017_*_panoptic_separated (Panoptic-FPN) read.
 
     .venv/bin/python datasets/prepare_coco_panoptic_fpn.py              # $DETECTRON2_DATASETS/coco
-    .venv/bin/python datasets/prepare_coco_panoptic_fpn.py --root /data/coco --splits val --workers 8
+    .venv/bin/python datasets/prepare_coco_panoptic_fpn.py --root /data/coco --splits val \\
+        --workers 8
 
 Reads   <root>/annotations/panoptic_{train,val}2017.json        (segments_info, categories)
         <root>/panoptic_{train,val}2017/*.png                   (RGB, id = R + 256 G + 256^2 B)
@@ -19,7 +20,9 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+if (
+    __package__ is None and __name__ == "__main__"
+):  # run as a file: use this checkout's panoptic_ocr
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoptic_ocr.data.coco_panoptic_stuff import PanopticStuffSplit, write_panoptic_stuff_labels
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
             )
         if not args.overwrite and all(_finished(job) for job in jobs):
             raise AlreadyPrepared(
-                f"Already prepared: every stuff label of {', '.join(splits)} exists; nothing to do. "
+                f"Already prepared: every stuff label of {', '.join(splits)} exists; "
+                "nothing to do. "
                 "Pass --overwrite to convert again."
             )
         counts = write_panoptic_stuff_labels(jobs, overwrite=args.overwrite, workers=args.workers)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert COCO-Stuff-10K (v1.1) .mat labels to the 171 classes of coco_stuff_10k_sem_seg_*.
 
-    .venv/bin/python datasets/prepare_coco_stuff_10k.py          # $DETECTRON2_DATASETS/coco_stuff_10k
+    .venv/bin/python datasets/prepare_coco_stuff_10k.py  # $DETECTRON2_DATASETS/coco_stuff_10k
     .venv/bin/python datasets/prepare_coco_stuff_10k.py --root /data/cocostuff-10k --overwrite
 
 Reads   <root>/imageLists/{train,test}.txt     image names without extension (9000 / 1000)
@@ -17,7 +17,9 @@ import functools
 import sys
 from pathlib import Path
 
-if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+if (
+    __package__ is None and __name__ == "__main__"
+):  # run as a file: use this checkout's panoptic_ocr
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoptic_ocr.data.datasets.register_coco_stuff_10k import coco_stuff_182_to_171
@@ -35,7 +37,9 @@ COCO_STUFF_LUT = LabelLUT(coco_stuff_182_to_171(), "COCO-Stuff ids")
 
 
 def main(argv=None) -> int:
-    parser = prepare_argument_parser(__doc__, ("coco_stuff_10k",), "the unzipped cocostuff-10k-v1.1.zip", SPLITS)
+    parser = prepare_argument_parser(
+        __doc__, ("coco_stuff_10k",), "the unzipped cocostuff-10k-v1.1.zip", SPLITS
+    )
     args = parser.parse_args(argv)
 
     def run() -> str:

@@ -16,7 +16,9 @@ The released values are kept (background 0 is a class); the conversion makes eve
 import sys
 from pathlib import Path
 
-if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+if (
+    __package__ is None and __name__ == "__main__"
+):  # run as a file: use this checkout's panoptic_ocr
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoptic_ocr.data.datasets.register_lip import LIP_CATEGORIES
@@ -43,7 +45,11 @@ def main(argv=None) -> int:
         for split in args.splits:
             src_dir = root / "TrainVal_parsing_annotations" / f"{split}_segmentations"
             if not src_dir.is_dir():
-                present = [s for s in SPLITS if (root / "TrainVal_parsing_annotations" / f"{s}_segmentations").is_dir()]
+                present = [
+                    s
+                    for s in SPLITS
+                    if (root / "TrainVal_parsing_annotations" / f"{s}_segmentations").is_dir()
+                ]
                 raise missing_split_error(split, src_dir, present, SPLITS)
             image_dir = root / "TrainVal_images" / f"{split}_images"
             out_dir = root / "annotations_detectron2" / split

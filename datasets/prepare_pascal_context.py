@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert PASCAL-Context's 459-label release to the 59-class labels of pascal_context_59_sem_seg_*.
 
-    .venv/bin/python datasets/prepare_pascal_context.py          # $DETECTRON2_DATASETS/VOCdevkit/VOC2010
+    .venv/bin/python datasets/prepare_pascal_context.py  # $DETECTRON2_DATASETS/VOCdevkit/VOC2010
     .venv/bin/python datasets/prepare_pascal_context.py --root /data/VOCdevkit/VOC2010 --overwrite
 
 Reads   <root>/ImageSets/Main/{train,val}.txt     VOC2010 image ids (4998 / 5105)
@@ -18,7 +18,9 @@ import functools
 import sys
 from pathlib import Path
 
-if __package__ is None and __name__ == "__main__":  # run as a file: use this checkout's panoptic_ocr
+if (
+    __package__ is None and __name__ == "__main__"
+):  # run as a file: use this checkout's panoptic_ocr
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoptic_ocr.data.datasets.register_pascal_context import pascal_context_459_to_59
@@ -37,7 +39,9 @@ OUTPUT_DIR = Path("annotations_detectron2") / "pascal_context_59"
 
 
 def main(argv=None) -> int:
-    parser = prepare_argument_parser(__doc__, ("VOCdevkit", "VOC2010"), "VOC2010 with the context labels", SPLITS)
+    parser = prepare_argument_parser(
+        __doc__, ("VOCdevkit", "VOC2010"), "VOC2010 with the context labels", SPLITS
+    )
     parser.add_argument(
         "--labels-dir", default=None, help="folder of the <id>.mat files (default: <root>/trainval)"
     )

@@ -6,13 +6,15 @@
     python demo/demo.py --config-file ... --input "photos/*.jpg" a.png --output vis/ --raw \
         --regions car 3 --opts MODEL.WEIGHTS model_final.pth
     python demo/demo.py --config-file configs/toy_scenes/panoptic_fpn_R18_toy_scenes_600it.yaml \
-        --video-input clip.mp4 --output clip_vis.mp4 --confidence-threshold 0.6 --opts MODEL.WEIGHTS ...
+        --video-input clip.mp4 --output clip_vis.mp4 --confidence-threshold 0.6 \
+        --opts MODEL.WEIGHTS ...
 
 ``--input``: files, globs or folders; ``--output``: a folder, or a file for one input.
 ``MODEL.WEIGHTS ""`` runs on random weights. What is written is listed in
 demo/runner.py (and the README); existing outputs are kept unless --overwrite.
 The run ends with a count of what was written and skipped.
 """
+
 import argparse
 import logging
 import sys
@@ -22,27 +24,50 @@ import warnings
 warnings.filterwarnings("ignore", message=".*torch.jit.*", category=FutureWarning)
 
 from detectron2.utils.logger import setup_logger  # noqa: E402
+from runner import run_images, run_video  # noqa: E402  (demo/runner.py, beside this file)
 
 from panoptic_ocr import setup_cfg  # noqa: E402
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
 from panoptic_ocr.engine.predictor import Predictor  # noqa: E402
 from panoptic_ocr.utils.safe_write import OutputExistsError  # noqa: E402
-from runner import run_images, run_video  # noqa: E402  (demo/runner.py, beside this file)
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", help="image files, glob patterns or folders")
     source.add_argument("--video-input", help="a video file (read with OpenCV)")
-    parser.add_argument("--output", required=True, help="output folder, or a file for a single input / the video")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="Panoptic-FPN: minimum instance score drawn")
-    parser.add_argument("--raw", action="store_true", help="also write label PNGs (panoptic: COCO PNG + JSON)")
-    parser.add_argument("--regions", nargs="+", metavar="CLASS", help="OCR heads: soft object regions of these classes (names or indices)")
-    parser.add_argument("--max-size", type=int, default=2048, help="semantic models: longer sides above this use TEST.SLIDING_WINDOW (0: never)")
+    parser.add_argument(
+        "--output", required=True, help="output folder, or a file for a single input / the video"
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="Panoptic-FPN: minimum instance score drawn",
+    )
+    parser.add_argument(
+        "--raw", action="store_true", help="also write label PNGs (panoptic: COCO PNG + JSON)"
+    )
+    parser.add_argument(
+        "--regions",
+        nargs="+",
+        metavar="CLASS",
+        help="OCR heads: soft object regions of these classes (names or indices)",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=2048,
+        help="semantic models: longer sides above this use TEST.SLIDING_WINDOW (0: never)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
+    )
     add_weight_arguments(parser)
     return parser
 
@@ -57,15 +82,25 @@ def main(argv=None) -> int:
     try:
         if args.video_input:
             if args.raw or args.regions:
-                logger.warning("--raw and --regions apply to images only; the video gets the drawn frames")
+                logger.warning(
+                    "--raw and --regions apply to images only; the video gets the drawn frames"
+                )
             summary = run_video(
-                predictor, args.video_input, args.output,
-                confidence_threshold=args.confidence_threshold, overwrite=args.overwrite,
+                predictor,
+                args.video_input,
+                args.output,
+                confidence_threshold=args.confidence_threshold,
+                overwrite=args.overwrite,
             )
         else:
             summary = run_images(
-                predictor, args.input, args.output, raw=args.raw, regions=args.regions,
-                confidence_threshold=args.confidence_threshold, overwrite=args.overwrite,
+                predictor,
+                args.input,
+                args.output,
+                raw=args.raw,
+                regions=args.regions,
+                confidence_threshold=args.confidence_threshold,
+                overwrite=args.overwrite,
             )
     except (OutputExistsError, FileNotFoundError, ValueError) as e:
         print(f"demo: {e}", file=sys.stderr)

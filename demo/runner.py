@@ -18,13 +18,14 @@ Outputs for an image ``<stem>.<ext>`` (into the ``--output`` folder; for a singl
 A video ``<stem>.<ext>`` becomes ``<stem>.mp4`` (or the ``--output`` file), drawn frame by
 frame (OpenCV reads and writes it, ``mp4v`` codec).
 """
+
 import glob
 import json
 import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -39,7 +40,7 @@ from PIL import Image
 from panoptic_ocr.data.image_files import read_image
 from panoptic_ocr.engine.predictor import Predictor
 from panoptic_ocr.utils import object_regions
-from panoptic_ocr.utils.safe_write import OutputExistsError, atomic_file, check_writable
+from panoptic_ocr.utils.safe_write import atomic_file, check_writable
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -66,7 +67,10 @@ class DemoSummary:
     inputs: int = 0
 
     def __str__(self) -> str:
-        text = f"{self.inputs} input(s): wrote {len(self.written)} file(s), skipped {len(self.skipped)}"
+        text = (
+            f"{self.inputs} input(s): wrote {len(self.written)} file(s), "
+            f"skipped {len(self.skipped)}"
+        )
         for name, reason in self.skipped:
             text += f"\n  skipped {name}: {reason}"
         return text
@@ -92,7 +96,9 @@ def expand_inputs(items: Sequence[str]) -> List[str]:
         else:
             found = sorted(p for p in glob.glob(os.path.expanduser(item)) if os.path.isfile(p))
         if not found:
-            raise FileNotFoundError(f"--input {item!r}: no such file, folder with images, or glob match")
+            raise FileNotFoundError(
+                f"--input {item!r}: no such file, folder with images, or glob match"
+            )
         paths += found
     return list(dict.fromkeys(paths))
 
@@ -138,7 +144,9 @@ def _filter_instances(output: Dict, threshold: float) -> Optional[Instances]:
     return instances[instances.scores >= threshold].to("cpu")
 
 
-def draw_output(image_rgb: np.ndarray, output: Dict, metadata, confidence_threshold: float = 0.5) -> np.ndarray:
+def draw_output(
+    image_rgb: np.ndarray, output: Dict, metadata, confidence_threshold: float = 0.5
+) -> np.ndarray:
     """The prediction drawn over ``image_rgb`` (``[H, W, 3]`` uint8) with Detectron2's
     ``Visualizer``: Panoptic-FPN's panoptic segmentation (``draw_panoptic_seg``; segments of
     instances below ``confidence_threshold`` are left out), else the argmax of ``sem_seg``
@@ -146,7 +154,9 @@ def draw_output(image_rgb: np.ndarray, output: Dict, metadata, confidence_thresh
     visualizer = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
     if "panoptic_seg" in output:
         panoptic_seg, segments_info = _panoptic_above(output, confidence_threshold)
-        return visualizer.draw_panoptic_seg(panoptic_seg.cpu(), segments_info, alpha=0.5).get_image()
+        return visualizer.draw_panoptic_seg(
+            panoptic_seg.cpu(), segments_info, alpha=0.5
+        ).get_image()
     return visualizer.draw_sem_seg(output["sem_seg"].argmax(dim=0).cpu(), alpha=0.5).get_image()
 
 
@@ -164,15 +174,21 @@ def _panoptic_above(output: Dict, threshold: float):
     return panoptic_seg, kept
 
 
-def panoptic_to_coco(panoptic_seg: torch.Tensor, segments_info: List[Dict], metadata, file_name: str) -> Tuple[np.ndarray, Dict]:
+def panoptic_to_coco(
+    panoptic_seg: torch.Tensor, segments_info: List[Dict], metadata, file_name: str
+) -> Tuple[np.ndarray, Dict]:
     """Detectron2's ``(ids [H, W], segments_info)`` (contiguous category ids) as COCO's panoptic
     format: an ``[H, W, 3]`` uint8 RGB PNG array (id = R + 256 G + 256^2 B, 0 = void) and the
     image's annotation dict with dataset category ids (from the metadata's
     ``thing/stuff_dataset_id_to_contiguous_id``; contiguous ids when it has none)."""
     ids = panoptic_seg.cpu().numpy().astype(np.uint32)
     rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
-    things = {v: k for k, v in (metadata.get("thing_dataset_id_to_contiguous_id", None) or {}).items()}
-    stuff = {v: k for k, v in (metadata.get("stuff_dataset_id_to_contiguous_id", None) or {}).items()}
+    things = {
+        v: k for k, v in (metadata.get("thing_dataset_id_to_contiguous_id", None) or {}).items()
+    }
+    stuff = {
+        v: k for k, v in (metadata.get("stuff_dataset_id_to_contiguous_id", None) or {}).items()
+    }
     segments = []
     for s in segments_info:
         mask = ids == s["id"]
@@ -188,7 +204,12 @@ def panoptic_to_coco(panoptic_seg: torch.Tensor, segments_info: List[Dict], meta
                 "id": int(s["id"]),
                 "category_id": category,
                 "iscrowd": 0,
-                "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
+                "bbox": [
+                    int(xs.min()),
+                    int(ys.min()),
+                    int(xs.max() - xs.min() + 1),
+                    int(ys.max() - ys.min() + 1),
+                ],
                 "area": area,
                 "isthing": isthing,
             }
@@ -205,18 +226,27 @@ def _label_png(label: np.ndarray) -> np.ndarray:
     return label.astype(np.uint8 if label.max(initial=0) < 256 else np.uint16)
 
 
-def _region_panels(predictor: Predictor, rgb: np.ndarray, overlay: np.ndarray, regions, network_size, classes):
+def _region_panels(
+    predictor: Predictor, rgb: np.ndarray, overlay: np.ndarray, regions, network_size, classes
+):
     names = predictor.class_names()
     spatial, probability = predictor.region_maps(regions, network_size, rgb.shape[:2])
     captioned = object_regions._caption(overlay.copy(), "prediction")
     for k in classes:
-        yield k, np.concatenate(
-            [
-                captioned,
-                object_regions._caption(object_regions.heat_overlay(rgb, spatial[k].numpy()), f"region: {names[k]}"),
-                object_regions._caption(object_regions.heat_overlay(rgb, probability[k].numpy()), f"p({names[k]})"),
-            ],
-            axis=1,
+        yield (
+            k,
+            np.concatenate(
+                [
+                    captioned,
+                    object_regions._caption(
+                        object_regions.heat_overlay(rgb, spatial[k].numpy()), f"region: {names[k]}"
+                    ),
+                    object_regions._caption(
+                        object_regions.heat_overlay(rgb, probability[k].numpy()), f"p({names[k]})"
+                    ),
+                ],
+                axis=1,
+            ),
         )
 
 
@@ -242,7 +272,10 @@ def run_images(
     paths = expand_inputs(inputs)
     single = len(paths) == 1
     if not single and os.path.splitext(output)[1] and not os.path.isdir(output):
-        raise ValueError(f"--output {output!r} looks like a file, but there are {len(paths)} inputs: give a folder")
+        raise ValueError(
+            f"--output {output!r} looks like a file, but there are {len(paths)} inputs: "
+            "give a folder"
+        )
     classes: List[int] = []
     if regions:
         if not predictor.has_regions:
@@ -251,14 +284,18 @@ def run_images(
     names = predictor.class_names()
     region_names = [(k, names[k]) for k in classes]
     planned = {
-        p: output_paths(p, output, single=single, semantic=predictor.semantic, raw=raw, regions=region_names)
+        p: output_paths(
+            p, output, single=single, semantic=predictor.semantic, raw=raw, regions=region_names
+        )
         for p in paths
     }
     seen: Dict[str, str] = {}
     for p, outs in planned.items():
         for target in outs.values():
             if target in seen:
-                raise ValueError(f"{p} and {seen[target]} would both write {target}: rename one of them")
+                raise ValueError(
+                    f"{p} and {seen[target]} would both write {target}: rename one of them"
+                )
             seen[target] = p
             check_writable(target, overwrite=overwrite)
     folder = os.path.dirname(planned[paths[0]]["vis"]) or "."
@@ -282,18 +319,29 @@ def run_images(
         _write_png(overlay, outs["vis"], overwrite)
         summary.written.append(outs["vis"])
         if raw:
-            _write_png(_label_png(output_dict["sem_seg"].argmax(dim=0).cpu().numpy()), outs["sem_seg"], overwrite)
+            _write_png(
+                _label_png(output_dict["sem_seg"].argmax(dim=0).cpu().numpy()),
+                outs["sem_seg"],
+                overwrite,
+            )
             summary.written.append(outs["sem_seg"])
             if "panoptic_seg" in output_dict:
                 png, annotation = panoptic_to_coco(
-                    *output_dict["panoptic_seg"], predictor.metadata, os.path.basename(outs["panoptic_png"])
+                    *output_dict["panoptic_seg"],
+                    predictor.metadata,
+                    os.path.basename(outs["panoptic_png"]),
                 )
                 _write_png(png, outs["panoptic_png"], overwrite)
-                with atomic_file(outs["panoptic_json"], overwrite=overwrite) as tmp, open(tmp, "w") as f:
+                with (
+                    atomic_file(outs["panoptic_json"], overwrite=overwrite) as tmp,
+                    open(tmp, "w") as f,
+                ):
                     json.dump(annotation, f, indent=2)
                 summary.written += [outs["panoptic_png"], outs["panoptic_json"]]
         if classes:
-            for k, panels in _region_panels(predictor, rgb, overlay, region_logits, network_size, classes):
+            for k, panels in _region_panels(
+                predictor, rgb, overlay, region_logits, network_size, classes
+            ):
                 _write_png(panels, outs[f"region_{k}"], overwrite)
                 summary.written.append(outs[f"region_{k}"])
     return summary
@@ -344,7 +392,9 @@ def run_video(
                     ok, frame_bgr = capture.read()
                     if not ok:
                         break
-                    image = utils.convert_PIL_to_numpy(Image.fromarray(frame_bgr[:, :, ::-1]), predictor.input_format)
+                    image = utils.convert_PIL_to_numpy(
+                        Image.fromarray(frame_bgr[:, :, ::-1]), predictor.input_format
+                    )
                     output = predictor(image)
                     rgb = np.ascontiguousarray(frame_bgr[:, :, ::-1])
                     if "panoptic_seg" in output:

@@ -1,4 +1,5 @@
 """Config keys of panoptic_ocr. Every key has a default and says what it does."""
+
 import logging
 from typing import Iterator, Sequence, Tuple
 
@@ -37,7 +38,8 @@ def add_ocr_config(cfg: CN) -> None:
     # hard_pixel_mining: fraction in (0, 1] of the largest pixel losses kept (DeepLab: 0.2).
     cfg.MODEL.SEM_SEG_HEAD.LOSS.HARD_PIXEL_TOP_K = 0.2
     # RMI (openseg's): window side 1..10; downsampling stride >= 1 (1 = none, kernel = stride);
-    # pooling "max", "avg" or "interpolate"; loss = LAMBDA * BCE + (1 - LAMBDA) * RMI, LAMBDA in [0, 1].
+    # pooling "max", "avg" or "interpolate"; loss = LAMBDA * BCE + (1 - LAMBDA) * RMI,
+    # LAMBDA in [0, 1].
     cfg.MODEL.SEM_SEG_HEAD.LOSS.RMI_RADIUS = 3
     cfg.MODEL.SEM_SEG_HEAD.LOSS.RMI_POOL_STRIDE = 3
     cfg.MODEL.SEM_SEG_HEAD.LOSS.RMI_POOL_TYPE = "max"
@@ -206,7 +208,8 @@ def add_ocr_config(cfg: CN) -> None:
     # After evaluation, save this many prediction overlays (PNG) of the first test dataset
     # under OUTPUT_DIR/vis/. 0 saves none.
     cfg.VIS.NUM_IMAGES = 0
-    # Largest test input in pixels (after TTA scale, resize, padding), checked at load and run time (config_checks.py).
+    # Largest test input in pixels (after TTA scale, resize, padding), checked at load and run
+    # time (config_checks.py).
     cfg.INPUT.MAX_INPUT_PIXELS = 8192 * 8192
 
 
@@ -260,7 +263,9 @@ def adapt_config_to_device(cfg: CN) -> CN:
     was_frozen = cfg.is_frozen()
     cfg.defrost()
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE is %r but CUDA is not available: using 'cpu'", cfg.MODEL.DEVICE)
+        logger.warning(
+            "MODEL.DEVICE is %r but CUDA is not available: using 'cpu'", cfg.MODEL.DEVICE
+        )
         cfg.MODEL.DEVICE = "cpu"
     if cfg.MODEL.DEVICE == "cpu":
         for node, key, full_key in norm_keys(cfg):

@@ -10,6 +10,7 @@ checked only when ``INPUT.CROP.ENABLED``, since Detectron2 reads it as fractions
 types. ``INPUT.MAX_INPUT_PIXELS`` also bounds every test input at run time
 (:func:`check_input_pixels`, in the TTA wrapper and the semantic segmentor).
 """
+
 from typing import Optional
 
 from detectron2.config import CfgNode
@@ -34,14 +35,18 @@ def _show(value) -> str:
     return repr(list(value)) if isinstance(value, (list, tuple)) else repr(value)
 
 
-def _positive_numbers(cfg: CfgNode, key: str, *, length: Optional[int] = None, allow_empty: bool = False) -> None:
+def _positive_numbers(
+    cfg: CfgNode, key: str, *, length: Optional[int] = None, allow_empty: bool = False
+) -> None:
     value = _get(cfg, key)
     entries = value if isinstance(value, (list, tuple)) else [value]
     if not entries and not allow_empty:
         raise _error(key, value, "it must not be empty")
     if length is not None and len(entries) != length:
         raise _error(key, value, f"it needs {length} entries")
-    bad = [v for v in entries if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0]
+    bad = [
+        v for v in entries if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+    ]
     if bad:
         raise _error(key, value, f"every entry must be a number > 0, got {bad[0]!r}")
 
@@ -71,7 +76,12 @@ def check_config_values(cfg: CfgNode) -> None:
     if cfg.INPUT.CROP.ENABLED:
         _positive_numbers(cfg, "INPUT.CROP.SIZE")
     _positive_numbers(cfg, "TEST.AUG.SCALES")
-    for key in ("INPUT.MIN_SIZE_TRAIN", "INPUT.MAX_SIZE_TRAIN", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST"):
+    for key in (
+        "INPUT.MIN_SIZE_TRAIN",
+        "INPUT.MAX_SIZE_TRAIN",
+        "INPUT.MIN_SIZE_TEST",
+        "INPUT.MAX_SIZE_TEST",
+    ):
         _non_negative(cfg, key)
     for key in ("SOLVER.MAX_ITER", "SOLVER.IMS_PER_BATCH"):
         value = _get(cfg, key)
@@ -81,14 +91,19 @@ def check_config_values(cfg: CfgNode) -> None:
         _positive_numbers(cfg, key, length=2)
     limit = cfg.INPUT.MAX_INPUT_PIXELS
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-        raise _error(MAX_INPUT_PIXELS_KEY, limit, "it must be a pixel count > 0 (default 8192 * 8192 = 67108864)")
+        raise _error(
+            MAX_INPUT_PIXELS_KEY,
+            limit,
+            "it must be a pixel count > 0 (default 8192 * 8192 = 67108864)",
+        )
     max_size = cfg.INPUT.MAX_SIZE_TEST
     scale = max(cfg.TEST.AUG.SCALES) if cfg.TEST.AUG.ENABLED else 1.0
     side = int(round(max_size * scale))
     if max_size > 0 and side * side > limit:
         raise ValueError(
             f"INPUT.MAX_SIZE_TEST {max_size} x max(TEST.AUG.SCALES) {scale:g} lets a test input "
-            f"reach {side}x{side} = {side * side} pixels, more than {MAX_INPUT_PIXELS_KEY} {limit}: "
+            f"reach {side}x{side} = {side * side} pixels, more than "
+            f"{MAX_INPUT_PIXELS_KEY} {limit}: "
             f"lower TEST.AUG.SCALES or INPUT.MAX_SIZE_TEST, or raise {MAX_INPUT_PIXELS_KEY} if the "
             "memory is there"
         )

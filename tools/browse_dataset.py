@@ -9,6 +9,7 @@
 SemanticDatasetMapper (crop, scale, flip, brightness). Dataset: --dataset, else the config's
 first DATASETS.TRAIN. Trailing KEY VALUE pairs override the config.
 """
+
 import argparse
 import sys
 
@@ -18,7 +19,9 @@ from panoptic_ocr.utils.visualization import browse_dataset
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--source", choices=["annotation", "dataloader"], default="annotation")
     parser.add_argument("--dataset", help="default: the config's first DATASETS.TRAIN")
@@ -30,8 +33,12 @@ def main(argv=None) -> int:
     cfg = setup_cfg(args.config_file, args.opts)
     try:
         paths = browse_dataset(
-            cfg, args.output_dir, dataset_name=args.dataset, source=args.source,
-            num_images=args.num_images, overwrite=args.overwrite,
+            cfg,
+            args.output_dir,
+            dataset_name=args.dataset,
+            source=args.source,
+            num_images=args.num_images,
+            overwrite=args.overwrite,
         )
     except (OutputExistsError, ValueError, KeyError, FileNotFoundError) as e:
         print(f"browse_dataset: {e}", file=sys.stderr)

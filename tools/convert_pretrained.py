@@ -8,9 +8,13 @@
 then train with ``MODEL.WEIGHTS pretrained/<file>.pkl``. Released OCR segmentation models (whole
 models, checked against the model of their released config; MODEL_ZOO.md):
 
-    python tools/convert_pretrained.py hrnet_ocr hrnet_ocr_cs_8162_torch11.pth pretrained/hrnet_ocr_cs_8162.pth
-    python tools/convert_pretrained.py openseg hrnet_w48_ocr_1_latest.pth pretrained/openseg_hrnet_w48_ocr.pth
-    python tools/convert_pretrained.py mmseg ocrnet_hr48_512x1024_160k_cityscapes_20200602_191037-dfbf1b0c.pth pretrained/mmseg_ocrnet_hr48.pth
+    python tools/convert_pretrained.py hrnet_ocr hrnet_ocr_cs_8162_torch11.pth \\
+        pretrained/hrnet_ocr_cs_8162.pth
+    python tools/convert_pretrained.py openseg hrnet_w48_ocr_1_latest.pth \\
+        pretrained/openseg_hrnet_w48_ocr.pth
+    python tools/convert_pretrained.py mmseg \\
+        ocrnet_hr48_512x1024_160k_cityscapes_20200602_191037-dfbf1b0c.pth \\
+        pretrained/mmseg_ocrnet_hr48.pth
 
 (``--config-file`` for another released config, e.g. HRNet-OCR's LIP model), then
 ``train_net.py --eval-only --config-file <released config> MODEL.WEIGHTS <output>``. ImageNet
@@ -49,7 +53,12 @@ import logging
 import sys
 from typing import List, Optional
 
-from panoptic_ocr.checkpoint.convert import ALL_KINDS, RELEASED_KINDS, ConversionError, convert_checkpoint
+from panoptic_ocr.checkpoint.convert import (
+    ALL_KINDS,
+    RELEASED_KINDS,
+    ConversionError,
+    convert_checkpoint,
+)
 from panoptic_ocr.checkpoint.weight_files import WeightFileError
 from panoptic_ocr.engine.arguments import add_weight_arguments
 from panoptic_ocr.utils.safe_write import OutputExistsError
@@ -72,9 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="prefix of every converted name: where the model keeps the backbone "
         "(default 'backbone.'; 'backbone.bottom_up.' for an FPN)",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output file"
-    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument(
         "--allow-missing",
         action="store_true",
@@ -93,7 +100,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             from panoptic_ocr.checkpoint.released import convert_released_checkpoint
 
             convert_released_checkpoint(
-                args.kind, args.source, args.output, config_file=args.config_file, overwrite=args.overwrite,
+                args.kind,
+                args.source,
+                args.output,
+                config_file=args.config_file,
+                overwrite=args.overwrite,
                 trusted=args.trust_weights,
             )
             return 0

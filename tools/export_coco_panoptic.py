@@ -55,7 +55,9 @@ def export(options: ExportOptions) -> None:
             print(f"Panoptic quality of {result.json_path.name} on {result.dataset}:")
             print(format_panoptic_quality(result.panoptic_quality))
         else:
-            print(f"--evaluate: dataset '{result.dataset}' has no panoptic ground truth; not scored")
+            print(
+                f"--evaluate: dataset '{result.dataset}' has no panoptic ground truth; not scored"
+            )
     print(f"COCO panoptic submission: {result.zip_path}")
 
 
@@ -64,23 +66,36 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--dataset", help="registered dataset (default: the config's first DATASETS.TEST)")
+    parser.add_argument(
+        "--dataset", help="registered dataset (default: the config's first DATASETS.TEST)"
+    )
     parser.add_argument(
         "--output-dir",
         help="folder of the submission files (default: OUTPUT_DIR/panoptic_submission/<dataset>)",
     )
-    parser.add_argument("--method-name", default="panoptic_ocr", help="algorithm name in the file names")
+    parser.add_argument(
+        "--method-name", default="panoptic_ocr", help="algorithm name in the file names"
+    )
     parser.add_argument(
         "--split-tag",
         help="split in the file names (default: the dataset's submission_split, else its name)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing submission")
     parser.add_argument(
-        "--evaluate", action="store_true", help="score the written files when the dataset has panoptic ground truth"
+        "--evaluate",
+        action="store_true",
+        help="score the written files when the dataset has panoptic ground truth",
     )
-    parser.add_argument("--num-gpus", type=int, default=1, help="processes (gloo on CPU-only machines)")
+    parser.add_argument(
+        "--num-gpus", type=int, default=1, help="processes (gloo on CPU-only machines)"
+    )
     parser.add_argument("--dist-url", default="auto", help="init URL of multi-process runs")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS x.pth")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS x.pth",
+    )
     add_weight_arguments(parser)
     args = parser.parse_args(argv)
     args.opts = list(args.opts) + weight_overrides(args)

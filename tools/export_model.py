@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Export a model to ONNX or TorchScript, optionally checking it against PyTorch.
 
-    python tools/export_model.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \
+    python tools/export_model.py \
+        --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \
         --format onnx --output model.onnx --check MODEL.WEIGHTS output/model_final.pth
 
 Input of the exported semantic model: ``image`` [1, 3, H, W] float32 raw pixels (0..255, in the
@@ -12,6 +13,7 @@ per image, and fails when a difference exceeds ``--atol`` x max(1, largest |logi
 agreement falls below ``--min-agreement``.
 Trailing KEY VALUE pairs override the config, as in train_net.py. See docs/export.md.
 """
+
 import argparse
 import logging
 import sys
@@ -20,20 +22,38 @@ from detectron2.utils.logger import setup_logger
 
 from panoptic_ocr import setup_cfg
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
-from panoptic_ocr.export import EXPORT_FORMATS, check_export, check_images, export_model, format_checks
+from panoptic_ocr.export import (
+    EXPORT_FORMATS,
+    check_export,
+    check_images,
+    export_model,
+    format_checks,
+)
 from panoptic_ocr.utils.safe_write import OutputExistsError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     parser.add_argument("--output", required=True, help="file to write (.onnx or .ts)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--check", action="store_true", help="compare the export with PyTorch")
-    parser.add_argument("--check-input", action="append", default=[], metavar="IMAGE", help="an image for --check (repeat for more)")
-    parser.add_argument("--atol", type=float, default=1e-4, help="--check: largest logit difference allowed")
-    parser.add_argument("--min-agreement", type=float, default=0.9999, help="--check: smallest argmax agreement")
+    parser.add_argument(
+        "--check-input",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="an image for --check (repeat for more)",
+    )
+    parser.add_argument(
+        "--atol", type=float, default=1e-4, help="--check: largest logit difference allowed"
+    )
+    parser.add_argument(
+        "--min-agreement", type=float, default=0.9999, help="--check: smallest argmax agreement"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     add_weight_arguments(parser)
     args = parser.parse_args(argv)
@@ -55,11 +75,17 @@ def main(argv=None) -> int:
     if bad:
         logger.error(
             "check failed on %s (allowed: |diff| <= %g x max(1, max |logit|), agreement >= %g)",
-            ", ".join(c.name for c in bad), args.atol, args.min_agreement,
+            ", ".join(c.name for c in bad),
+            args.atol,
+            args.min_agreement,
         )
         return 1
-    print(f"check passed: max |diff| {max(c.max_abs_diff for c in checks):.2e} <= {args.atol:g} x max(1, max |logit|), "
-          f"min agreement {100 * min(c.agreement for c in checks):.4f}% >= {100 * args.min_agreement:g}%")
+    print(
+        f"check passed: max |diff| {max(c.max_abs_diff for c in checks):.2e} <= "
+        f"{args.atol:g} x max(1, max |logit|), "
+        f"min agreement {100 * min(c.agreement for c in checks):.4f}% >= "
+        f"{100 * args.min_agreement:g}%"
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ Scored with Detectron2's SemSegEvaluator, the evaluator the models are scored wi
 numbers compare directly with a model's (:func:`majority_baseline`; ``tests/test_training.py``
 runs it).
 """
+
 import argparse
 import json
 from typing import Dict

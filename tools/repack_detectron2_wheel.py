@@ -12,6 +12,7 @@ other packages named ``tools``), renames the distribution ``detectron2``, declar
 
 Usage: python tools/repack_detectron2_wheel.py SRC.whl OUT_DIR
 """
+
 import base64
 import hashlib
 import sys
@@ -65,7 +66,7 @@ def repack(src: Path, out_dir: Path) -> Path:
                 continue
             data = zin.read(name)
             if name.startswith(SRC_DIST_INFO):
-                base = name[len(SRC_DIST_INFO):]
+                base = name[len(SRC_DIST_INFO) :]
                 name = DST_DIST_INFO + base
                 if base == "METADATA":
                     data = _rewrite_metadata(data.decode()).encode()

@@ -15,8 +15,8 @@ warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=Futur
 import torch  # noqa: E402
 
 from panoptic_ocr import setup_cfg  # noqa: E402
-from panoptic_ocr.utils.object_regions import visualize_object_regions  # noqa: E402
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
+from panoptic_ocr.utils.object_regions import visualize_object_regions  # noqa: E402
 
 logger = logging.getLogger("panoptic_ocr.visualize_object_regions")
 
@@ -27,8 +27,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument(
-        "--weights", help="checkpoint (required: it must fill the model; random weights only with "
-        "--allow-partial-weights)"
+        "--weights",
+        help="checkpoint (required: it must fill the model; random weights only with "
+        "--allow-partial-weights)",
     )
     parser.add_argument("--input", nargs="+", required=True, help="image path(s)")
     parser.add_argument(

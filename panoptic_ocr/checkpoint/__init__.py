@@ -3,6 +3,7 @@
 
 The conversion of a file is :func:`convert_checkpoint` (the submodule keeps the name
 ``convert``)."""
+
 from .convert import (
     CONVERTERS,
     KINDS,

@@ -19,6 +19,7 @@
 :func:`trim_metrics_for_resume` makes ``metrics.json`` of a resumed run the record of one
 uninterrupted run: entries of the iterations that will be trained again are moved to a backup.
 """
+
 import json
 import logging
 import os
@@ -59,7 +60,9 @@ class ProjectCheckpointer(DetectionCheckpointer):
         skipped: ``(path, reason)`` of the checkpoints the resume could not use.
     """
 
-    def __init__(self, model, save_dir: str = "", *, strict: bool = False, trusted: bool = False, **kwargs):
+    def __init__(
+        self, model, save_dir: str = "", *, strict: bool = False, trusted: bool = False, **kwargs
+    ):
         super().__init__(model, save_dir, **kwargs)
         self.strict, self.trusted = strict, trusted
         self.resumed_from: Optional[str] = None
@@ -109,8 +112,14 @@ class ProjectCheckpointer(DetectionCheckpointer):
         elif filename.endswith(".pyth"):
             data = read_weight_file(filename, trusted=self.trusted)
             if not isinstance(data, dict) or "model_state" not in data:
-                raise WeightFileError(filename, "wrong format", "a pycls .pyth checkpoint must hold 'model_state'")
-            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+                raise WeightFileError(
+                    filename, "wrong format", "a pycls .pyth checkpoint must hold 'model_state'"
+                )
+            state = {
+                k: v
+                for k, v in data["model_state"].items()
+                if not k.endswith("num_batches_tracked")
+            }
             loaded = {"model": state, "__author__": "pycls", "matching_heuristics": True}
         else:
             loaded = super()._load_file(filename)  # reads through _torch_load below
@@ -127,7 +136,8 @@ class ProjectCheckpointer(DetectionCheckpointer):
         non_finite = _non_finite_tensors(checkpoint.get("model", {}))
         if non_finite:
             message = (
-                f"Checkpoint '{self._loading}' holds non-finite values (NaN or inf) in {len(non_finite)} tensor(s): "
+                f"Checkpoint '{self._loading}' holds non-finite values (NaN or inf) in "
+                f"{len(non_finite)} tensor(s): "
                 + ", ".join(f"'{k}'" for k in non_finite[:5])
                 + (" ..." if len(non_finite) > 5 else "")
                 + " (a diverged training run, or a damaged file)."
@@ -144,33 +154,41 @@ class ProjectCheckpointer(DetectionCheckpointer):
         """Raise one error naming the shape mismatches, the missing and the unexpected keys."""
         problems = []
         if incompatible.incorrect_shapes:
-            shapes = "; ".join(f"'{k}' {tuple(c)} in the file, {tuple(m)} in the model" for k, c, m in incompatible.incorrect_shapes[:5])
+            shapes = "; ".join(
+                f"'{k}' {tuple(c)} in the file, {tuple(m)} in the model"
+                for k, c, m in incompatible.incorrect_shapes[:5]
+            )
             problems.append(
-                f"Checkpoint '{self._loading}' does not fit the model: {len(incompatible.incorrect_shapes)} tensor(s) "
-                f"differ in shape ({shapes}). A classifier of another size means MODEL.SEM_SEG_HEAD.NUM_CLASSES "
-                f"(or MODEL.ROI_HEADS.NUM_CLASSES) differs from the checkpoint's; evaluation and export need the "
-                f"checkpoint's class count (fine-tune with train_net.py to change it)."
+                f"Checkpoint '{self._loading}' does not fit the model: "
+                f"{len(incompatible.incorrect_shapes)} tensor(s) differ in shape ({shapes}). "
+                "A classifier of another size means MODEL.SEM_SEG_HEAD.NUM_CLASSES "
+                "(or MODEL.ROI_HEADS.NUM_CLASSES) differs from the checkpoint's; evaluation and "
+                "export need the checkpoint's class count (fine-tune with train_net.py to change "
+                "it)."
             )
         missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
         if missing:
             problems.append(
                 f"Checkpoint '{self._loading}' does not fill the model: {len(missing)} of its "
-                f"{len(self.model.state_dict())} tensors are not in the file ({_key_list(missing)}); "
-                f"a result from it would come from random weights. Is it a checkpoint of this config's model "
-                f"(MODEL.META_ARCHITECTURE, the head, the backbone)?"
+                f"{len(self.model.state_dict())} tensors are not in the file "
+                f"({_key_list(missing)}); a result from it would come from random weights. "
+                "Is it a checkpoint of this config's model "
+                "(MODEL.META_ARCHITECTURE, the head, the backbone)?"
             )
         if incompatible.unexpected_keys:
             problems.append(
-                f"Checkpoint '{self._loading}' holds {len(incompatible.unexpected_keys)} tensor(s) the model does not "
-                f"have ({_key_list(incompatible.unexpected_keys)}): it was saved from another model or config."
+                f"Checkpoint '{self._loading}' holds {len(incompatible.unexpected_keys)} tensor(s) "
+                f"the model does not have ({_key_list(incompatible.unexpected_keys)}): "
+                "it was saved from another model or config."
             )
         if problems:
             raise IncompleteWeightsError(" ".join(problems) + PARTIAL_HINT)
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         """With ``resume``, load the first checkpoint of :meth:`resume_candidates` that loads
-        (the one ``last_checkpoint`` names, else the newest), warning about each one skipped; without checkpoints, or
-        without ``resume``, load ``path`` (model weights only), as Detectron2 does.
+        (the one ``last_checkpoint`` names, else the newest), warning about each one skipped;
+        without checkpoints, or without ``resume``, load ``path`` (model weights only), as
+        Detectron2 does.
 
         Raises:
             RuntimeError: checkpoints exist but none of them loads (each is named; none is removed).
@@ -188,7 +206,8 @@ class ProjectCheckpointer(DetectionCheckpointer):
                 if self.skipped:
                     logger.warning(
                         "Resumed from '%s' instead of the newer %s (kept on disk, not deleted)",
-                        candidate, ", ".join(f"'{p}'" for p, _ in self.skipped),
+                        candidate,
+                        ", ".join(f"'{p}'" for p, _ in self.skipped),
                     )
                 self.resumed_from = candidate
                 return loaded
@@ -213,7 +232,9 @@ class ProjectCheckpointer(DetectionCheckpointer):
         files = [
             os.path.join(self.save_dir, n)
             for n in names
-            if n.endswith(".pth") and not n.startswith(".") and os.path.isfile(os.path.join(self.save_dir, n))
+            if n.endswith(".pth")
+            and not n.startswith(".")
+            and os.path.isfile(os.path.join(self.save_dir, n))
         ]
         if not files:
             return []
@@ -234,13 +255,22 @@ class ProjectCheckpointer(DetectionCheckpointer):
             newer = [p for p in files[1:] if os.path.getmtime(p) > os.path.getmtime(named)]
             if newer:
                 logger.warning(
-                    "Resume: following '%s' to '%s'; %d checkpoint file(s) are newer (e.g. '%s': a save whose tag "
-                    "was not updated, or a copied or touched file) and are used only if it does not load",
-                    tag, named, len(newer), newer[0],
+                    "Resume: following '%s' to '%s'; %d checkpoint file(s) are newer "
+                    "(e.g. '%s': a save whose tag was not updated, or a copied or touched file) "
+                    "and are used only if it does not load",
+                    tag,
+                    named,
+                    len(newer),
+                    newer[0],
                 )
         partial = [n for n in names if n.startswith(TEMP_PREFIX)]
         if partial:
-            logger.warning("Resume: ignoring %d temporary file(s) of interrupted saves, e.g. '%s' (not deleted)", len(partial), partial[0])
+            logger.warning(
+                "Resume: ignoring %d temporary file(s) of interrupted saves, e.g. '%s' "
+                "(not deleted)",
+                len(partial),
+                partial[0],
+            )
         return files
 
 
@@ -268,21 +298,29 @@ def load_inference_weights(
             the file has tensors the model lacks, a shape differs (e.g. another class count) or a
             value is NaN/inf. Nothing is raised for these with ``allow_partial`` (warnings).
     """
-    checkpointer = ProjectCheckpointer(model, save_dir=save_dir, strict=not allow_partial, trusted=trusted)
+    checkpointer = ProjectCheckpointer(
+        model, save_dir=save_dir, strict=not allow_partial, trusted=trusted
+    )
     if not weights and not (resume and checkpointer.resume_candidates()):
         if not allow_partial:
             raise IncompleteWeightsError(
-                "MODEL.WEIGHTS is empty: the model would keep its random initialisation, and any result of it "
-                "is meaningless; set MODEL.WEIGHTS to a checkpoint of this config's model." + PARTIAL_HINT
+                "MODEL.WEIGHTS is empty: the model would keep its random initialisation, "
+                "and any result of it is meaningless; set MODEL.WEIGHTS to a checkpoint of "
+                "this config's model." + PARTIAL_HINT
             )
-        logger.warning("MODEL.WEIGHTS is empty: the model is randomly initialised; its outputs are noise")
+        logger.warning(
+            "MODEL.WEIGHTS is empty: the model is randomly initialised; its outputs are noise"
+        )
     checkpointer.resume_or_load(weights, resume=resume)
 
 
 def weight_options(cfg) -> Dict[str, bool]:
     """``allow_partial`` and ``trusted`` of :func:`load_inference_weights` from ``cfg``
     (``MODEL.WEIGHTS_ALLOW_PARTIAL``, ``MODEL.WEIGHTS_TRUSTED``)."""
-    return {"allow_partial": bool(cfg.MODEL.WEIGHTS_ALLOW_PARTIAL), "trusted": bool(cfg.MODEL.WEIGHTS_TRUSTED)}
+    return {
+        "allow_partial": bool(cfg.MODEL.WEIGHTS_ALLOW_PARTIAL),
+        "trusted": bool(cfg.MODEL.WEIGHTS_TRUSTED),
+    }
 
 
 PARTIAL_HINT = (
@@ -304,8 +342,18 @@ def _non_finite_tensors(state: Dict[str, Any]) -> List[str]:
     """Names of the floating-point tensors/arrays of ``state`` holding a NaN or an inf."""
     bad = []
     for name, value in state.items():
-        tensor = value if torch.is_tensor(value) else torch.as_tensor(value) if hasattr(value, "dtype") else None
-        if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        tensor = (
+            value
+            if torch.is_tensor(value)
+            else torch.as_tensor(value)
+            if hasattr(value, "dtype")
+            else None
+        )
+        if (
+            tensor is not None
+            and tensor.is_floating_point()
+            and not bool(torch.isfinite(tensor).all())
+        ):
             bad.append(name)
     return bad
 
@@ -315,13 +363,17 @@ def _pkl_checkpoint(filename: str, data: Any) -> Dict[str, Any]:
     ``__author__``) as they are; Caffe2/Detectron1 files (``blobs``, or a bare dict of arrays)
     without their ``*_momentum`` entries and with name-matching heuristics."""
     if not isinstance(data, dict):
-        raise WeightFileError(filename, "wrong format", f"it holds a {type(data).__name__}, not a dict")
+        raise WeightFileError(
+            filename, "wrong format", f"it holds a {type(data).__name__}, not a dict"
+        )
     if "model" in data and "__author__" in data:
         logger.info("Reading a file from '%s'", data["__author__"])
         return data
     blobs = data.get("blobs", data)
     if not isinstance(blobs, dict):
-        raise WeightFileError(filename, "wrong format", f"its 'blobs' is a {type(blobs).__name__}, not a dict")
+        raise WeightFileError(
+            filename, "wrong format", f"its 'blobs' is a {type(blobs).__name__}, not a dict"
+        )
     model = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
     return {"model": model, "__author__": "Caffe2", "matching_heuristics": True}
 
@@ -362,7 +414,11 @@ def trim_metrics_for_resume(metrics_file: str, start_iter: int) -> Optional[str]
         f.write(content)
     os.truncate(metrics_file, cut)
     logger.warning(
-        "Resume at iteration %d: cut %d byte(s) of later entries from '%s' (its full previous content is in '%s')",
-        start_iter, len(content) - cut, metrics_file, backup,
+        "Resume at iteration %d: cut %d byte(s) of later entries from '%s' "
+        "(its full previous content is in '%s')",
+        start_iter,
+        len(content) - cut,
+        metrics_file,
+        backup,
     )
     return backup

@@ -26,6 +26,7 @@ through :func:`panoptic_ocr.utils.safe_write.atomic_file`. Names carry a prefix 
 ``backbone.``, where Detectron2's meta-architectures keep the backbone; ``backbone.bottom_up.``
 for an FPN), so ``DetectionCheckpointer`` loads them exactly.
 """
+
 import logging
 import os
 import pickle
@@ -396,7 +397,9 @@ def check_state_dict(conversion: Conversion, *, allow_missing: bool = False) -> 
     missing = [k for k in target if k not in renamed and not k.endswith("num_batches_tracked")]
     problems = []
     if unmatched:
-        problems.append(_format_keys(f"checkpoint keys that match no {what} key", sorted(unmatched)))
+        problems.append(
+            _format_keys(f"checkpoint keys that match no {what} key", sorted(unmatched))
+        )
     if shapes:
         problems.append(_format_keys("shape mismatches", shapes))
     if missing and not allow_missing:

@@ -43,6 +43,7 @@ The R101 mappings are written from the authors' code (openseg ``lib/models/nets/
 ``SpatialOCRNet``, ``lib/models/backbones/resnet/resnet_models.py``; mmseg's ResNetV1c,
 ``FCNHead``, ``OCRHead``); no released R101 file was available to check them against.
 """
+
 import logging
 import os
 import re
@@ -209,7 +210,8 @@ _MMSEG_STEM_RULES = [
 
 
 def _resnet_backbone(prefix: str, stem_rules) -> Callable[[str], Optional[str]]:
-    """ResNet keys under ``prefix`` -> Detectron2's ResNet names (``stem.conv1``, ``res2.0.conv1.norm``)."""
+    """ResNet keys under ``prefix`` -> Detectron2's ResNet names (``stem.conv1``,
+    ``res2.0.conv1.norm``)."""
     rules = [(re.compile(p), t) for p, t in stem_rules + _RESNET_BLOCK_RULES]
 
     def rename(name: str) -> Optional[str]:
@@ -268,32 +270,68 @@ VARIANTS: Dict[str, Variant] = {
     v.name: v
     for v in (
         Variant(
-            "hrnet_ocr", "hrnet_ocr", "HRNet/HRNet-Semantic-Segmentation (HRNet-OCR)", "model.", ("loss.",),
-            _HRNET_OCR_HEAD, _hrnet_backbone("model."), f"{_RELEASED_CONFIGS}/hrnet_ocr_hrnetv2_w48_cityscapes.yaml",
+            "hrnet_ocr",
+            "hrnet_ocr",
+            "HRNet/HRNet-Semantic-Segmentation (HRNet-OCR)",
+            "model.",
+            ("loss.",),
+            _HRNET_OCR_HEAD,
+            _hrnet_backbone("model."),
+            f"{_RELEASED_CONFIGS}/hrnet_ocr_hrnetv2_w48_cityscapes.yaml",
             ("conv_in", "aux"),
         ),
         Variant(
-            "openseg", "openseg", "openseg-group/openseg.pytorch (master)", "module.", (),
-            _openseg_hrnet_head(_abn), _hrnet_backbone("module.backbone."),
-            f"{_RELEASED_CONFIGS}/openseg_hrnetv2_w48_ocr_cityscapes.yaml", _OPENSEG_BIASED,
+            "openseg",
+            "openseg",
+            "openseg-group/openseg.pytorch (master)",
+            "module.",
+            (),
+            _openseg_hrnet_head(_abn),
+            _hrnet_backbone("module.backbone."),
+            f"{_RELEASED_CONFIGS}/openseg_hrnetv2_w48_ocr_cityscapes.yaml",
+            _OPENSEG_BIASED,
         ),
         Variant(
-            "openseg_torchbn", "openseg", "openseg-group/openseg.pytorch (pytorch-1.7)", "module.", (),
-            _openseg_hrnet_head(_bn_relu), _hrnet_backbone("module.backbone."),
-            f"{_RELEASED_CONFIGS}/openseg_hrnetv2_w48_ocr_rmi_torchbn_cityscapes.yaml", _OPENSEG_BIASED,
+            "openseg_torchbn",
+            "openseg",
+            "openseg-group/openseg.pytorch (pytorch-1.7)",
+            "module.",
+            (),
+            _openseg_hrnet_head(_bn_relu),
+            _hrnet_backbone("module.backbone."),
+            f"{_RELEASED_CONFIGS}/openseg_hrnetv2_w48_ocr_rmi_torchbn_cityscapes.yaml",
+            _OPENSEG_BIASED,
         ),
         Variant(
-            "openseg_r101", "openseg", "openseg-group/openseg.pytorch (master)", "module.", (),
-            _OPENSEG_R101_HEAD, _resnet_backbone("module.backbone.", _OPENSEG_STEM_RULES),
-            f"{_RELEASED_CONFIGS}/openseg_ocr_deepbase_r101_d8_cityscapes.yaml", _OPENSEG_BIASED,
+            "openseg_r101",
+            "openseg",
+            "openseg-group/openseg.pytorch (master)",
+            "module.",
+            (),
+            _OPENSEG_R101_HEAD,
+            _resnet_backbone("module.backbone.", _OPENSEG_STEM_RULES),
+            f"{_RELEASED_CONFIGS}/openseg_ocr_deepbase_r101_d8_cityscapes.yaml",
+            _OPENSEG_BIASED,
         ),
         Variant(
-            "mmseg", "mmseg", "open-mmlab/mmsegmentation", "", (), _MMSEG_HEAD, _hrnet_backbone("backbone."),
+            "mmseg",
+            "mmseg",
+            "open-mmlab/mmsegmentation",
+            "",
+            (),
+            _MMSEG_HEAD,
+            _hrnet_backbone("backbone."),
             f"{_RELEASED_CONFIGS}/mmseg_ocrnet_hr48_512x1024_cityscapes.yaml",
         ),
         Variant(
-            "mmseg_r101", "mmseg", "open-mmlab/mmsegmentation", "", (), _MMSEG_HEAD,
-            _resnet_backbone("backbone.", _MMSEG_STEM_RULES), f"{_RELEASED_CONFIGS}/mmseg_ocrnet_r101_d8_512x1024_cityscapes.yaml",
+            "mmseg_r101",
+            "mmseg",
+            "open-mmlab/mmsegmentation",
+            "",
+            (),
+            _MMSEG_HEAD,
+            _resnet_backbone("backbone.", _MMSEG_STEM_RULES),
+            f"{_RELEASED_CONFIGS}/mmseg_ocrnet_r101_d8_512x1024_cityscapes.yaml",
         ),
     )
 }
@@ -327,7 +365,8 @@ def load_released(path: str, *, trusted: bool = False) -> Dict[str, Tensor]:
     not_tensors = [k for k, v in data.items() if not isinstance(v, Tensor)]
     if not_tensors:
         raise ConversionError(
-            f"{path}: entries that are not tensors (not a state dict?): {sorted(map(str, not_tensors))[:20]}"
+            f"{path}: entries that are not tensors (not a state dict?): "
+            f"{sorted(map(str, not_tensors))[:20]}"
         )
     return dict(data)
 
@@ -344,7 +383,9 @@ def detect_variant(kind: str, state_dict: Dict[str, Tensor]) -> str:
     keys = set(state_dict)
     if kind == "hrnet_ocr":
         if "model.conv3x3_ocr.0.weight" not in keys:
-            raise ConversionError("not an HRNet-OCR checkpoint: no key 'model.conv3x3_ocr.0.weight'")
+            raise ConversionError(
+                "not an HRNet-OCR checkpoint: no key 'model.conv3x3_ocr.0.weight'"
+            )
         return "hrnet_ocr"
     if kind == "openseg":
         if "module.spatial_ocr_head.conv_bn_dropout.0.weight" in keys:
@@ -355,7 +396,8 @@ def detect_variant(kind: str, state_dict: Dict[str, Tensor]) -> str:
             return "openseg"
         raise ConversionError(
             "not an openseg OCR checkpoint: none of 'module.conv3x3.1.weight' (HRNet, InPlaceABN), "
-            "'module.conv3x3.1.0.weight' (HRNet, SyncBN) or 'module.spatial_ocr_head.conv_bn_dropout.0.weight' "
+            "'module.conv3x3.1.0.weight' (HRNet, SyncBN) or "
+            "'module.spatial_ocr_head.conv_bn_dropout.0.weight' "
             "(spatial_ocrnet, ResNet-101)"
         )
     if "backbone.stem.0.weight" in keys:
@@ -386,7 +428,11 @@ def _aux_classifier(target: Dict[str, Tensor]) -> str:
         for m in [re.match(r"sem_seg_head\.aux_branch\.layers\.(\d+)\.", k)]
         if m
     }
-    return f"sem_seg_head.aux_branch.layers.{max(indices)}" if indices else "sem_seg_head.aux_branch.layers.0"
+    return (
+        f"sem_seg_head.aux_branch.layers.{max(indices)}"
+        if indices
+        else "sem_seg_head.aux_branch.layers.0"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -452,7 +498,9 @@ def rename_released(
             continue
         mean = renamed[new]
         if mean.shape != bias.shape:
-            unmatched.append(f"{name} {tuple(bias.shape)} (a bias before BN, {new} is {tuple(mean.shape)})")
+            unmatched.append(
+                f"{name} {tuple(bias.shape)} (a bias before BN, {new} is {tuple(mean.shape)})"
+            )
             continue
         renamed[new] = (mean.double() - bias.double()).to(mean.dtype)
         sources[new] = f"{sources[new]} - {name}"
@@ -490,8 +538,13 @@ def convert_released(
     target = build_target_model(config_file, opts)
     renamed, sources, unmatched = rename_released(variant, state_dict, target)
     conversion = Conversion(
-        renamed, sources, unmatched, target, f"model of {os.path.relpath(config_file)}",
-        VARIANTS[variant].author, f"--config-file {config_file}",
+        renamed,
+        sources,
+        unmatched,
+        target,
+        f"model of {os.path.relpath(config_file)}",
+        VARIANTS[variant].author,
+        f"--config-file {config_file}",
     )
     check_state_dict(conversion)
     return renamed, variant, config_file
@@ -520,13 +573,21 @@ def convert_released_checkpoint(
     check_writable(output, overwrite=overwrite)
     state_dict = load_released(source, trusted=trusted)
     try:
-        converted, variant, config_file = convert_released(kind, state_dict, config_file=config_file, opts=opts)
+        converted, variant, config_file = convert_released(
+            kind, state_dict, config_file=config_file, opts=opts
+        )
     except ConversionError as e:
         raise ConversionError(f"{source}: {e}") from None
     author = f"{VARIANTS[variant].author} ({os.path.basename(source)}), panoptic_ocr"
     save_checkpoint(converted, output, author, overwrite=overwrite)
     logger.info(
-        "%s (%s): wrote %d tensors to %s; evaluate with train_net.py --eval-only --config-file %s MODEL.WEIGHTS %s",
-        source, variant, len(converted), output, config_file, output,
+        "%s (%s): wrote %d tensors to %s; evaluate with train_net.py --eval-only "
+        "--config-file %s MODEL.WEIGHTS %s",
+        source,
+        variant,
+        len(converted),
+        output,
+        config_file,
+        output,
     )
     return converted

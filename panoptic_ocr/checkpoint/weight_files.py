@@ -15,6 +15,7 @@ file is read with a plain unpickler unless the user says it is trusted:
 (``"refused"``) from a damaged one (``"truncated"``), one that is not a checkpoint, a missing
 one and one of the wrong format.
 """
+
 import logging
 import os
 import pickle
@@ -95,12 +96,16 @@ class RestrictedUnpickler(pickle.Unpickler):
     ids (torch storages) are refused too."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS or (module == "numpy.dtypes" and _NUMPY_DTYPE_CLASS.match(name)):
+        if (module, name) in _ALLOWED_GLOBALS or (
+            module == "numpy.dtypes" and _NUMPY_DTYPE_CLASS.match(name)
+        ):
             return super().find_class(module, name)
         raise RefusedObjectError(f"{module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise RefusedObjectError(f"persistent id {str(pid)[:40]!r} (a torch storage; save torch files as .pth)")
+        raise RefusedObjectError(
+            f"persistent id {str(pid)[:40]!r} (a torch storage; save torch files as .pth)"
+        )
 
 
 def check_weight_file(path: str, error: Optional[BaseException] = None) -> None:
@@ -114,7 +119,9 @@ def check_weight_file(path: str, error: Optional[BaseException] = None) -> None:
     """
     if not os.path.isfile(path):
         what = "a folder, not a file" if os.path.isdir(path) else "no such file"
-        raise WeightFileError(path, "missing", f"{what} (MODEL.WEIGHTS or the checkpoint named by last_checkpoint)")
+        raise WeightFileError(
+            path, "missing", f"{what} (MODEL.WEIGHTS or the checkpoint named by last_checkpoint)"
+        )
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(16)
@@ -123,19 +130,34 @@ def check_weight_file(path: str, error: Optional[BaseException] = None) -> None:
     if head.startswith(_ZIP_MAGIC):
         if not zipfile.is_zipfile(path):
             raise WeightFileError(
-                path, "truncated", f"a torch zip archive of {size} bytes without its end (central directory); "
-                "it was probably cut off while being written or copied"
+                path,
+                "truncated",
+                f"a torch zip archive of {size} bytes without its end (central directory); "
+                "it was probably cut off while being written or copied",
             )
         if error is not None:
-            raise WeightFileError(path, "truncated", f"a damaged torch zip archive ({type(error).__name__}: {error})")
+            raise WeightFileError(
+                path, "truncated", f"a damaged torch zip archive ({type(error).__name__}: {error})"
+            )
         return
     if head.startswith(_PICKLE_PROTOCOL_2_PLUS):
         text = str(error) if error is not None else ""
-        if isinstance(error, EOFError) or "truncated" in text or "Ran out of input" in text or isinstance(error, pickle.UnpicklingError):
-            raise WeightFileError(path, "truncated", f"a pickle that ends early or is damaged ({type(error).__name__}: {_first_line(text)})")
+        if (
+            isinstance(error, EOFError)
+            or "truncated" in text
+            or "Ran out of input" in text
+            or isinstance(error, pickle.UnpicklingError)
+        ):
+            raise WeightFileError(
+                path,
+                "truncated",
+                "a pickle that ends early or is damaged "
+                f"({type(error).__name__}: {_first_line(text)})",
+            )
         return
     raise WeightFileError(
-        path, "not a checkpoint",
+        path,
+        "not a checkpoint",
         f"neither a torch checkpoint (zip archive) nor a pickle; its first bytes are {head[:12]!r}",
     )
 
@@ -162,7 +184,9 @@ def read_weight_file(path: str, *, trusted: bool = False) -> Any:
     if not os.path.isfile(path):
         check_weight_file(path)
     if trusted:
-        logger.warning("Loading '%s' as a trusted file (MODEL.WEIGHTS_TRUSTED): any code in it runs", path)
+        logger.warning(
+            "Loading '%s' as a trusted file (MODEL.WEIGHTS_TRUSTED): any code in it runs", path
+        )
     try:
         if path.endswith(".pkl"):
             with open(path, "rb") as f:
@@ -172,19 +196,26 @@ def read_weight_file(path: str, *, trusted: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
     except RefusedObjectError as e:
         raise WeightFileError(
-            path, "refused",
-            f"it holds {e.name}, which a weight file never needs (unpickling it could run code); {TRUST_HINT}",
+            path,
+            "refused",
+            f"it holds {e.name}, which a weight file never needs (unpickling it could run code); "
+            f"{TRUST_HINT}",
         ) from None
     except Exception as e:  # torch and pickle raise many types; say what is wrong with the file
-        refused = _TORCH_REFUSED_GLOBAL.search(str(e)) if "Weights only load failed" in str(e) else None
+        refused = (
+            _TORCH_REFUSED_GLOBAL.search(str(e)) if "Weights only load failed" in str(e) else None
+        )
         if refused:
             raise WeightFileError(
-                path, "refused",
+                path,
+                "refused",
                 f"it holds {refused.group(1)}, which torch.load(weights_only=True) does not admit "
                 f"(loading it could run code); {TRUST_HINT}",
             ) from None
         check_weight_file(path, e)
-        raise WeightFileError(path, "wrong format", f"{type(e).__name__}: {_first_line(str(e))}") from e
+        raise WeightFileError(
+            path, "wrong format", f"{type(e).__name__}: {_first_line(str(e))}"
+        ) from e
 
 
 def check_loaded_state_dict(path: str, loaded: Any) -> None:
@@ -194,13 +225,17 @@ def check_loaded_state_dict(path: str, loaded: Any) -> None:
     if not isinstance(model, dict) or not model:
         held = model if isinstance(loaded, dict) and "model" in loaded else loaded
         raise WeightFileError(
-            path, "wrong format",
-            f"it holds a {type(held).__name__} without a state dict (expected a dict with 'model', or a state dict "
+            path,
+            "wrong format",
+            f"it holds a {type(held).__name__} without a state dict "
+            "(expected a dict with 'model', or a state dict "
             "of tensors, as torch.save(model.state_dict()) writes)",
         )
     bad = [k for k, v in model.items() if not (torch.is_tensor(v) or hasattr(v, "shape"))]
     if bad:
         raise WeightFileError(
-            path, "wrong format",
-            f"its state dict entry {bad[0]!r} is a {type(model[bad[0]]).__name__}, not a tensor ({len(bad)} such entries)",
+            path,
+            "wrong format",
+            f"its state dict entry {bad[0]!r} is a {type(model[bad[0]]).__name__}, "
+            f"not a tensor ({len(bad)} such entries)",
         )

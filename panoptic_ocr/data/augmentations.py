@@ -1,4 +1,5 @@
 """Augmentations of the OCR paper's recipe (sec. 4.2) that Detectron2 does not ship."""
+
 from typing import List, Tuple
 
 import numpy as np
@@ -17,7 +18,9 @@ class RandomScale(T.Augmentation):
     def __init__(self, min_scale: float, max_scale: float):
         super().__init__()
         if not 0 < min_scale <= max_scale:
-            raise ValueError(f"RandomScale needs 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+            raise ValueError(
+                f"RandomScale needs 0 < min_scale <= max_scale, got {min_scale}, {max_scale}"
+            )
         self._init(locals())
 
     def get_transform(self, image: np.ndarray) -> T.Transform:
@@ -55,19 +58,36 @@ def build_semantic_train_augmentations(cfg) -> List[T.Augmentation]:
     min_scale, max_scale = cfg.INPUT.RANDOM_SCALE
     if (min_scale, max_scale) != (1.0, 1.0):
         augs.append(RandomScale(min_scale, max_scale))
-    if cfg.INPUT.MIN_SIZE_TRAIN and cfg.INPUT.MIN_SIZE_TRAIN[0] > 0 and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "none":
+    if (
+        cfg.INPUT.MIN_SIZE_TRAIN
+        and cfg.INPUT.MIN_SIZE_TRAIN[0] > 0
+        and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "none"
+    ):
         augs.append(
-            T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)
+            T.ResizeShortestEdge(
+                cfg.INPUT.MIN_SIZE_TRAIN,
+                cfg.INPUT.MAX_SIZE_TRAIN,
+                cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+            )
         )
     if cfg.INPUT.CROP.ENABLED:
         crop: Tuple[int, int] = tuple(cfg.INPUT.CROP.SIZE)
         if cfg.INPUT.CROP.TYPE != "absolute":
-            raise ValueError(f"INPUT.CROP.TYPE must be 'absolute' for semantic training, got {cfg.INPUT.CROP.TYPE!r}")
-        augs.append(T.FixedSizeCrop(crop, pad=True, pad_value=0.0, seg_pad_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE))
+            raise ValueError(
+                "INPUT.CROP.TYPE must be 'absolute' for semantic training, "
+                f"got {cfg.INPUT.CROP.TYPE!r}"
+            )
+        augs.append(
+            T.FixedSizeCrop(
+                crop, pad=True, pad_value=0.0, seg_pad_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+            )
+        )
     if cfg.INPUT.RANDOM_FLIP == "horizontal":
         augs.append(T.RandomFlip(horizontal=True, vertical=False))
     elif cfg.INPUT.RANDOM_FLIP != "none":
-        raise ValueError(f"INPUT.RANDOM_FLIP must be 'horizontal' or 'none' here, got {cfg.INPUT.RANDOM_FLIP!r}")
+        raise ValueError(
+            f"INPUT.RANDOM_FLIP must be 'horizontal' or 'none' here, got {cfg.INPUT.RANDOM_FLIP!r}"
+        )
     if cfg.INPUT.BRIGHTNESS_DELTA > 0:
         augs.append(RandomBrightnessShift(cfg.INPUT.BRIGHTNESS_DELTA))
     return augs

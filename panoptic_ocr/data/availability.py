@@ -1,4 +1,5 @@
 """Make sure a registered dataset's files exist before a loader reads them."""
+
 import os
 from typing import Callable, Dict
 
@@ -8,7 +9,14 @@ __all__ = ["register_dataset_generator", "ensure_dataset_available"]
 
 _GENERATORS: Dict[str, Callable[[], object]] = {}
 # Metadata keys that name files or folders a dataset needs.
-_PATH_KEYS = ("image_root", "sem_seg_root", "panoptic_root", "panoptic_json", "json_file", "image_info_json")
+_PATH_KEYS = (
+    "image_root",
+    "sem_seg_root",
+    "panoptic_root",
+    "panoptic_json",
+    "json_file",
+    "image_info_json",
+)
 
 
 def register_dataset_generator(dataset_name: str, generate: Callable[[], object]) -> None:
@@ -26,7 +34,11 @@ def ensure_dataset_available(dataset_name: str) -> None:
         _GENERATORS[dataset_name]()
     meta = MetadataCatalog.get(dataset_name)
     how = meta.get("prepare_command", None)
-    how = f"Create it with: {how} (see datasets/README.md)" if how else "See datasets/README.md for how to prepare it."
+    how = (
+        f"Create it with: {how} (see datasets/README.md)"
+        if how
+        else "See datasets/README.md for how to prepare it."
+    )
     for key in _PATH_KEYS:
         path = meta.get(key, None)
         if path and not os.path.exists(path):

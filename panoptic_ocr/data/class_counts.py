@@ -6,6 +6,7 @@ Used by :class:`~panoptic_ocr.engine.Trainer` (training), ``train_net.py --eval-
 offered to the export and demo tools: call :func:`check_model_matches_datasets` with the
 dataset(s) whose metadata the tool reads.
 """
+
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -29,9 +30,17 @@ def expected_class_counts(cfg) -> List[Tuple[str, int, str]]:
     arch = cfg.MODEL.META_ARCHITECTURE
     counts = []
     if arch in _PANOPTIC or arch in _INSTANCE_ONLY:
-        counts.append(("MODEL.ROI_HEADS.NUM_CLASSES", int(cfg.MODEL.ROI_HEADS.NUM_CLASSES), "thing_classes"))
+        counts.append(
+            ("MODEL.ROI_HEADS.NUM_CLASSES", int(cfg.MODEL.ROI_HEADS.NUM_CLASSES), "thing_classes")
+        )
     if arch not in _INSTANCE_ONLY:
-        counts.append(("MODEL.SEM_SEG_HEAD.NUM_CLASSES", int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES), "stuff_classes"))
+        counts.append(
+            (
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+                int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES),
+                "stuff_classes",
+            )
+        )
     return counts
 
 
@@ -45,7 +54,10 @@ def _used_datasets(cfg, lists: Sequence[str]) -> Iterable[Tuple[str, str]]:
 
 
 def check_model_matches_datasets(
-    cfg, dataset_names: Optional[Sequence[str]] = None, *, lists: Sequence[str] = ("DATASETS.TRAIN", "DATASETS.TEST")
+    cfg,
+    dataset_names: Optional[Sequence[str]] = None,
+    *,
+    lists: Sequence[str] = ("DATASETS.TRAIN", "DATASETS.TEST"),
 ) -> None:
     """Check every class count of the model (:func:`expected_class_counts`) against the metadata
     of every dataset used: ``dataset_names`` if given (e.g. the dataset a submission is written
@@ -56,7 +68,11 @@ def check_model_matches_datasets(
     Raises:
         ClassCountMismatchError: naming the config key, the dataset and both numbers.
     """
-    pairs = [(n, "dataset") for n in dataset_names] if dataset_names is not None else list(_used_datasets(cfg, lists))
+    pairs = (
+        [(n, "dataset") for n in dataset_names]
+        if dataset_names is not None
+        else list(_used_datasets(cfg, lists))
+    )
     registered = set(DatasetCatalog.list())
     for name, where in pairs:
         if name not in registered:
@@ -68,7 +84,8 @@ def check_model_matches_datasets(
                 continue
             if len(classes) != value:
                 raise ClassCountMismatchError(
-                    f"{key} is {value} but {where} '{name}' has {len(classes)} classes (its metadata "
-                    f"'{field}'); the model and the dataset must agree: set {key} {len(classes)} (and "
+                    f"{key} is {value} but {where} '{name}' has {len(classes)} classes "
+                    f"(its metadata '{field}'); the model and the dataset must agree: "
+                    f"set {key} {len(classes)} (and "
                     f"weights trained for it), or use a dataset of {value} classes"
                 )

@@ -4,6 +4,7 @@ The Cityscapes weights the authors used (HRNet-OCR's ``lib/datasets/cityscapes.p
 ``ce_weight``) are facts copied into the recipe configs; this module derives weights for other
 datasets from their training-set pixel counts.
 """
+
 from typing import Optional, Sequence
 
 import numpy as np
@@ -72,7 +73,9 @@ def class_weights_from_frequencies(
         if image_pixel_totals is not None:
             totals = np.asarray(image_pixel_totals, dtype=np.float64)
             if totals.shape != counts.shape or (totals[present] <= 0).any():
-                raise ValueError("image_pixel_totals must have one positive total per class that occurs")
+                raise ValueError(
+                    "image_pixel_totals must have one positive total per class that occurs"
+                )
             freq = np.where(present, counts / np.where(totals > 0, totals, 1.0), 0.0)
         weights[present] = np.median(freq[present]) / freq[present]
     if normalize:

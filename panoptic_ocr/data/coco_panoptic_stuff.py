@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..utils.safe_write import PendingOutputs
 from .datasets.register_coco_panoptic import (
     IGNORE_LABEL,
     VOID_ID,
@@ -29,7 +30,6 @@ from .datasets.register_coco_panoptic import (
     read_panoptic_json,
     read_panoptic_png,
 )
-from ..utils.safe_write import PendingOutputs
 from .label_files import _OVERWRITE_HINT, LabelConversionError, check_outputs_absent
 
 __all__ = ["PanopticStuffSplit", "panoptic_to_stuff", "write_panoptic_stuff_labels"]
@@ -81,7 +81,8 @@ def _convert_one(
     ids = read_panoptic_png(png_path)
     if height_width is not None and ids.shape != tuple(height_width):
         raise LabelConversionError(
-            f"Panoptic PNG '{png_path}' is {ids.shape[1]}x{ids.shape[0]} but the JSON gives its image "
+            f"Panoptic PNG '{png_path}' is {ids.shape[1]}x{ids.shape[0]} "
+            "but the JSON gives its image "
             f"as {height_width[1]}x{height_width[0]} (WxH)"
         )
     stuff = panoptic_to_stuff(ids, segments_info, category_to_label, png_path)

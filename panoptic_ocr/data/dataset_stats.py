@@ -1,6 +1,7 @@
 """Per-class statistics of a registered semantic-segmentation dataset (``tools/dataset_stats.py``):
 pixel counts and frequencies, images containing each class, and the class weights a weighted
 loss would use (:func:`~panoptic_ocr.data.class_statistics.class_weights_from_frequencies`)."""
+
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -40,7 +41,9 @@ def dataset_stats(name: str, num_classes: Optional[int] = None) -> DatasetStats:
     classes = list(metadata.get("stuff_classes", None) or [])
     k = num_classes or len(classes)
     if not k:
-        raise ValueError(f"Dataset '{name}' has no stuff_classes in its metadata: pass the class count")
+        raise ValueError(
+            f"Dataset '{name}' has no stuff_classes in its metadata: pass the class count"
+        )
     classes = classes if len(classes) == k else [f"class{i}" for i in range(k)]
     ignore = int(metadata.get("ignore_label", 255))
     pixels = np.zeros(k, np.int64)
@@ -50,7 +53,9 @@ def dataset_stats(name: str, num_classes: Optional[int] = None) -> DatasetStats:
     records = DatasetCatalog.get(name)
     for record in tqdm.tqdm(records, desc=name, unit="label"):
         if "sem_seg_file_name" not in record:
-            raise ValueError(f"Dataset '{name}': record {record.get('file_name')} has no sem_seg_file_name")
+            raise ValueError(
+                f"Dataset '{name}': record {record.get('file_name')} has no sem_seg_file_name"
+            )
         label = read_label_png(record["sem_seg_file_name"])
         counts = np.bincount(label.ravel().astype(np.int64), minlength=max(k, ignore + 1))
         bad = [v for v in np.nonzero(counts)[0] if v >= k and v != ignore]
@@ -74,16 +79,29 @@ def format_stats(stats: DatasetStats, weights: Optional[np.ndarray] = None) -> s
     total = max(int(stats.pixel_counts.sum()), 1)
     rows = []
     for i, c in enumerate(stats.classes):
-        row = [i, c, int(stats.pixel_counts[i]), f"{100 * stats.pixel_counts[i] / total:.3f}%", int(stats.image_counts[i])]
+        row = [
+            i,
+            c,
+            int(stats.pixel_counts[i]),
+            f"{100 * stats.pixel_counts[i] / total:.3f}%",
+            int(stats.image_counts[i]),
+        ]
         if weights is not None:
             row.append(f"{weights[i]:.4f}")
         rows.append(row)
-    headers = ["id", "class", "pixels", "frequency", "images"] + (["weight"] if weights is not None else [])
-    head = f"{stats.name}: {stats.num_images} images, {total} labelled pixels, {stats.ignored} ignored\n"
+    headers = ["id", "class", "pixels", "frequency", "images"] + (
+        ["weight"] if weights is not None else []
+    )
+    head = (
+        f"{stats.name}: {stats.num_images} images, {total} labelled pixels, "
+        f"{stats.ignored} ignored\n"
+    )
     return head + tabulate(rows, headers=headers, tablefmt="pipe")
 
 
-def class_weights_snippet(stats: DatasetStats, method: str = "enet", normalize: bool = False) -> str:
+def class_weights_snippet(
+    stats: DatasetStats, method: str = "enet", normalize: bool = False
+) -> str:
     """A YAML config snippet setting ``MODEL.SEM_SEG_HEAD.LOSS.CLASS_WEIGHTS`` to the weights of
     ``method`` (see :func:`class_weights_from_frequencies`)."""
     weights = class_weights_from_frequencies(
@@ -93,6 +111,6 @@ def class_weights_snippet(stats: DatasetStats, method: str = "enet", normalize: 
     return (
         f"# Class weights of {stats.name} ({method}, from {stats.num_images} label files): "
         f"tools/dataset_stats.py\n"
-        "MODEL:\n  SEM_SEG_HEAD:\n    LOSS_TYPE: \"cross_entropy\"\n    LOSS:\n"
+        'MODEL:\n  SEM_SEG_HEAD:\n    LOSS_TYPE: "cross_entropy"\n    LOSS:\n'
         f"      CLASS_WEIGHTS: [{values}]\n"
     )

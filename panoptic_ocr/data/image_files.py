@@ -9,6 +9,7 @@ their scale (0..1? 0..255? 0..65535?) cannot be known from the file.
 
 :func:`read_label_file` reads a label file without any conversion (its own integer dtype).
 """
+
 import numpy as np
 from detectron2.data.detection_utils import _apply_exif_orientation, convert_PIL_to_numpy
 from detectron2.utils.file_io import PathManager

@@ -58,14 +58,19 @@ class AlreadyPrepared(Exception):
     The message says what is there and how to convert again."""
 
 
-def missing_split_error(split: str, path: PathLike, present: Sequence[str], all_splits: Sequence[str]) -> FileNotFoundError:
+def missing_split_error(
+    split: str, path: PathLike, present: Sequence[str], all_splits: Sequence[str]
+) -> FileNotFoundError:
     """The error for a requested split whose source folder ``path`` is missing: names it, the
     splits found (``present``) and the ``--splits`` line that converts only those."""
     if present:
         hint = f"found only {', '.join(present)}: convert those with --splits {' '.join(present)}"
     else:
         hint = f"none of the splits {', '.join(all_splits)} was found"
-    return FileNotFoundError(f"Split '{split}': '{path}' does not exist; {hint} (see datasets/README.md for the expected tree)")
+    return FileNotFoundError(
+        f"Split '{split}': '{path}' does not exist; {hint} "
+        "(see datasets/README.md for the expected tree)"
+    )
 
 
 class LabelLUT:
@@ -280,9 +285,14 @@ def convert_splits(
     for split, jobs in jobs_by_split.items():
         if not jobs:
             raise LabelConversionError(f"Split '{split}' has no label file to convert")
-    if not overwrite and all(_up_to_date(src, dst) for jobs in jobs_by_split.values() for src, _, dst in jobs):
+    if not overwrite and all(
+        _up_to_date(src, dst) for jobs in jobs_by_split.values() for src, _, dst in jobs
+    ):
         counts = {split: len(jobs) for split, jobs in jobs_by_split.items()}
-        raise AlreadyPrepared(f"Already prepared: every output exists ({counts}); nothing to do. Pass --overwrite to convert again.")
+        raise AlreadyPrepared(
+            f"Already prepared: every output exists ({counts}); nothing to do. "
+            "Pass --overwrite to convert again."
+        )
     check_outputs_absent(outputs, overwrite)
     with PendingWrites(overwrite=overwrite) as writer:
         return {
@@ -306,7 +316,9 @@ def prepare_argument_parser(
     ``$DETECTRON2_DATASETS/<folder...>``, described as ``what``), ``--overwrite`` and, given
     ``splits``, ``--splits``."""
     default_root = os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), *folder)
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", default=default_root, help=f"{what} (default: {default_root})")
     if splits is not None:
         parser.add_argument("--splits", nargs="+", default=list(splits), choices=splits)

@@ -5,6 +5,7 @@ The overlay and summary hooks act in ``after_train`` of a finished training; the
 :meth:`PredictionOverlayHook.save` and :meth:`PanopticSummaryHook.log` do the same work without a
 trainer, for ``train_net.py --eval-only``.
 """
+
 import logging
 import os
 from collections import OrderedDict
@@ -140,4 +141,3 @@ class PanopticSummaryHook(HookBase):
     def after_train(self):
         if training_finished(self.trainer):
             self.log(merge_eval_results(self.sources))
-

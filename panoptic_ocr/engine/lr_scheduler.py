@@ -1,4 +1,5 @@
-"""The poly LR schedule as a stateless fvcore ``ParamScheduler`` inside Detectron2's ``LRMultiplier``.
+"""The poly LR schedule as a stateless fvcore ``ParamScheduler`` inside Detectron2's
+``LRMultiplier``.
 
 Detectron2 DeepLab's ``WarmupPolyLR`` keeps ``max_iters`` in its state dict, so resuming a run
 with a larger ``SOLVER.MAX_ITER`` restored the old length and the first iteration past it failed
@@ -12,6 +13,7 @@ factor (multiplied, not interpolated: Detectron2's ``WarmupParamScheduler`` inte
 the value at the end of the warmup, which would change the warmup LRs), and after the warmup
 ``max(poly, POLY_LR_CONSTANT_ENDING)`` when ``POLY_LR_CONSTANT_ENDING > 0``.
 """
+
 import torch
 from detectron2.solver import LRMultiplier
 from detectron2.solver import build_lr_scheduler as build_d2_lr_scheduler
@@ -43,7 +45,9 @@ class WarmupPolyParamScheduler(ParamScheduler):
         constant_ending: float = 0.0,
     ):
         if warmup_method not in ("linear", "constant"):
-            raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}")
+            raise ValueError(
+                f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}"
+            )
         self._poly = PolynomialDecayParamScheduler(1.0, power)
         self._warmup_length = warmup_length
         self._warmup_factor = warmup_factor
@@ -51,10 +55,14 @@ class WarmupPolyParamScheduler(ParamScheduler):
         self._constant_ending = constant_ending
 
     def __call__(self, where: float) -> float:
-        where = min(max(where, 0.0), 1.0)  # past the end (a run resumed beyond MAX_ITER): 0, not complex
+        where = min(
+            max(where, 0.0), 1.0
+        )  # past the end (a run resumed beyond MAX_ITER): 0, not complex
         if self._warmup_length > 0 and where < self._warmup_length:
             # Detectron2's factor at "iteration" where / warmup_length of a 1-iteration warmup.
-            factor = _get_warmup_factor_at_iter(self._warmup_method, where / self._warmup_length, 1, self._warmup_factor)
+            factor = _get_warmup_factor_at_iter(
+                self._warmup_method, where / self._warmup_length, 1, self._warmup_factor
+            )
         else:
             factor = 1.0
         poly = self._poly(where)
@@ -63,7 +71,9 @@ class WarmupPolyParamScheduler(ParamScheduler):
         return factor * poly
 
 
-def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+def build_lr_scheduler(
+    cfg, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
     """``SOLVER.LR_SCHEDULER_NAME`` "WarmupPolyLR": an ``LRMultiplier`` of
     :class:`WarmupPolyParamScheduler` for ``SOLVER.MAX_ITER`` iterations; any other name:
     Detectron2's ``build_lr_scheduler`` (itself ``LRMultiplier``-based)."""
@@ -71,7 +81,9 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_
         return build_d2_lr_scheduler(cfg, optimizer)
     max_iter = cfg.SOLVER.MAX_ITER
     if max_iter <= 0:
-        raise ValueError(f"SOLVER.MAX_ITER must be > 0 for the WarmupPolyLR schedule, got {max_iter}")
+        raise ValueError(
+            f"SOLVER.MAX_ITER must be > 0 for the WarmupPolyLR schedule, got {max_iter}"
+        )
     multiplier = WarmupPolyParamScheduler(
         power=cfg.SOLVER.POLY_LR_POWER,
         warmup_length=min(cfg.SOLVER.WARMUP_ITERS / max_iter, 1.0),

@@ -6,6 +6,7 @@ creates ``OUTPUT_DIR/run.lock`` (atomically, with its pid, host and command) and
 it ends. A lock whose holder is a dead process of this host (a run killed with ``kill -9``) is
 taken over with a warning; a lock of another host cannot be checked and is refused.
 """
+
 import json
 import logging
 import os
@@ -97,19 +98,26 @@ class OutputDirLock:
         host, pid = holder.get("host"), holder.get("pid")
         if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
             logger.warning(
-                "OUTPUT_DIR '%s': taking over the lock of process %d (started %s), which is no longer running",
-                self.output_dir, pid, holder.get("started", "?"),
+                "OUTPUT_DIR '%s': taking over the lock of process %d (started %s), "
+                "which is no longer running",
+                self.output_dir,
+                pid,
+                holder.get("started", "?"),
             )
             os.replace(self._write_temp(), self.path)
             self._held = True
             return
         who = (
-            f"process {pid} on host '{host}', started {holder.get('started', '?')}: {holder.get('command', '?')}"
-            if holder else "an unreadable lock file"
+            f"process {pid} on host '{host}', started {holder.get('started', '?')}: "
+            f"{holder.get('command', '?')}"
+            if holder
+            else "an unreadable lock file"
         )
         raise OutputDirLockedError(
-            f"OUTPUT_DIR '{self.output_dir}' is in use by another run ({who}). Two runs in one folder "
-            f"overwrite each other's checkpoints and metrics: pass another OUTPUT_DIR, or wait for that run; "
+            f"OUTPUT_DIR '{self.output_dir}' is in use by another run ({who}). "
+            "Two runs in one folder "
+            f"overwrite each other's checkpoints and metrics: pass another OUTPUT_DIR, "
+            "or wait for that run; "
             f"if it is not running any more (e.g. it ran on another host), delete '{self.path}'"
         )
 
@@ -124,7 +132,11 @@ class OutputDirLock:
             return
         self._held = False
         holder = self._holder()
-        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        if (
+            holder
+            and holder.get("pid") == os.getpid()
+            and holder.get("host") == socket.gethostname()
+        ):
             os.remove(self.path)
 
     def __enter__(self) -> "OutputDirLock":

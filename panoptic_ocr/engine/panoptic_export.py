@@ -7,6 +7,7 @@ the dataset with :class:`~panoptic_ocr.evaluation.COCOPanopticSubmissionWriter` 
 process and, on the main one, optionally scores the written files with panopticapi's
 ``pq_compute`` (:func:`panoptic_quality`).
 """
+
 import contextlib
 import difflib
 import io
@@ -140,7 +141,9 @@ def default_output_dir(cfg: CfgNode, dataset: str) -> str:
     return os.path.join(cfg.OUTPUT_DIR, "panoptic_submission", dataset)
 
 
-def _build_writer(options: ExportOptions, cfg: CfgNode, dataset: str) -> COCOPanopticSubmissionWriter:
+def _build_writer(
+    options: ExportOptions, cfg: CfgNode, dataset: str
+) -> COCOPanopticSubmissionWriter:
     return COCOPanopticSubmissionWriter(
         dataset,
         options.output_dir or default_output_dir(cfg, dataset),
@@ -171,14 +174,18 @@ def check_export(options: ExportOptions) -> None:
     dataset = resolve_dataset(cfg, options.dataset)
     check_weights(cfg.MODEL.WEIGHTS)
     if cfg.MODEL.META_ARCHITECTURE == "PanopticFPN" and not cfg.MODEL.PANOPTIC_FPN.COMBINE.ENABLED:
-        raise ExportError("MODEL.PANOPTIC_FPN.COMBINE.ENABLED is False: the model predicts no panoptic_seg")
+        raise ExportError(
+            "MODEL.PANOPTIC_FPN.COMBINE.ENABLED is False: the model predicts no panoptic_seg"
+        )
     try:
         ensure_dataset_available(dataset)
         _build_writer(options, cfg, dataset)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         raise ExportError(str(e)) from e
     if options.evaluate and not has_panoptic_ground_truth(dataset):
-        logger.warning("--evaluate: dataset '%s' has no panoptic ground truth; nothing will be scored", dataset)
+        logger.warning(
+            "--evaluate: dataset '%s' has no panoptic ground truth; nothing will be scored", dataset
+        )
 
 
 def panoptic_quality(dataset: str, pred_json: str, pred_folder: str) -> Dict[str, Dict]:
@@ -189,7 +196,10 @@ def panoptic_quality(dataset: str, pred_json: str, pred_folder: str) -> Dict[str
     meta = MetadataCatalog.get(dataset)
     with contextlib.redirect_stdout(io.StringIO()):
         return pq_compute(
-            meta.panoptic_json, str(pred_json), gt_folder=meta.panoptic_root, pred_folder=str(pred_folder)
+            meta.panoptic_json,
+            str(pred_json),
+            gt_folder=meta.panoptic_root,
+            pred_folder=str(pred_folder),
         )
 
 
@@ -231,5 +241,9 @@ def export_panoptic(options: ExportOptions) -> Optional[ExportResult]:
     if not comm.is_main_process():
         return None
     has_gt = has_panoptic_ground_truth(dataset)
-    pq = panoptic_quality(dataset, writer.json_path, writer.png_dir) if options.evaluate and has_gt else None
+    pq = (
+        panoptic_quality(dataset, writer.json_path, writer.png_dir)
+        if options.evaluate and has_gt
+        else None
+    )
     return ExportResult(dataset, writer.zip_path, writer.json_path, writer.png_dir, pq, has_gt)

@@ -1,13 +1,14 @@
-"""One-image inference (the demo's, and a user's own scripts'): Detectron2's ``DefaultPredictor`` contract on the
-project's inference model (:func:`~panoptic_ocr.modeling.inference.build_inference_model`),
+"""One-image inference (the demo's, and a user's own scripts'): Detectron2's
+``DefaultPredictor`` contract on the project's inference model
+(:func:`~panoptic_ocr.modeling.inference.build_inference_model`),
 with an automatic sliding window for large images and OCR's soft object regions on request."""
+
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from torch import Tensor
@@ -66,7 +67,8 @@ class Predictor:
         self.aug = None
         if self.cfg.INPUT.MIN_SIZE_TEST > 0:
             self.aug = T.ResizeShortestEdge(
-                [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
+                [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST],
+                self.cfg.INPUT.MAX_SIZE_TEST,
             )
 
     @property
@@ -113,10 +115,14 @@ class Predictor:
         logits, regions = object_regions.predict_with_regions(self.model, inputs)
         return {"sem_seg": logits}, regions, tuple(inputs["image"].shape[1:])
 
-    def region_maps(self, regions: Tensor, network_size: Tuple[int, int], output_size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    def region_maps(
+        self, regions: Tensor, network_size: Tuple[int, int], output_size: Tuple[int, int]
+    ) -> Tuple[Tensor, Tensor]:
         """Spatial softmax and class probability ``[K, H, W]`` of region logits at ``output_size``
         (:func:`panoptic_ocr.utils.object_regions.region_maps`)."""
-        return object_regions.region_maps(regions, self.model.sem_seg_head.feature_stride, network_size, output_size)
+        return object_regions.region_maps(
+            regions, self.model.sem_seg_head.feature_stride, network_size, output_size
+        )
 
     def class_names(self) -> List[str]:
         """Names of the semantic head's classes."""

@@ -3,6 +3,7 @@ the poly LR schedule of :mod:`.lr_scheduler`, CPU DDP, bfloat16 autocast on CPU,
 checkpointer of :mod:`panoptic_ocr.checkpoint`, the model/dataset check of
 :mod:`panoptic_ocr.data.class_counts`, and the hooks of :mod:`panoptic_ocr.engine.hooks` (kept
 evaluation results, overlays, panoptic summary)."""
+
 import logging
 import os
 import time
@@ -334,6 +335,6 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
-        """"WarmupPolyLR" (the paper's poly schedule) as a resumable ``LRMultiplier``
+        """ "WarmupPolyLR" (the paper's poly schedule) as a resumable ``LRMultiplier``
         (:func:`~panoptic_ocr.engine.lr_scheduler.build_lr_scheduler`), else Detectron2's."""
         return build_lr_scheduler(cfg, optimizer)

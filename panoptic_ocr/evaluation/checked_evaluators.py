@@ -19,6 +19,7 @@ bad file stops the evaluation with an error naming it (and, being raised in ``pr
   its annotation exists, its PNG exists, has the image's size and holds exactly the segment ids of
   its ``segments_info``.
 """
+
 import os
 from typing import Dict, List, Optional, Set, Tuple
 
@@ -35,7 +36,12 @@ from ..data.datasets.register_coco_panoptic import (
     read_panoptic_png,
 )
 
-__all__ = ["CheckedCOCOPanopticEvaluator", "CheckedSemSegEvaluator", "GroundTruthError", "IncompleteEvaluationError"]
+__all__ = [
+    "CheckedCOCOPanopticEvaluator",
+    "CheckedSemSegEvaluator",
+    "GroundTruthError",
+    "IncompleteEvaluationError",
+]
 
 
 class GroundTruthError(ValueError):
@@ -46,9 +52,12 @@ class IncompleteEvaluationError(RuntimeError):
     """An evaluator saw fewer (or other) images than its dataset lists; no metric is returned."""
 
 
-def _size_error(what: str, gt_file: str, gt_shape: Tuple[int, int], image: str, height: int, width: int) -> GroundTruthError:
+def _size_error(
+    what: str, gt_file: str, gt_shape: Tuple[int, int], image: str, height: int, width: int
+) -> GroundTruthError:
     return GroundTruthError(
-        f"{what} '{gt_file}' is {gt_shape[1]}x{gt_shape[0]} but its image '{image}' is {width}x{height} (WxH)"
+        f"{what} '{gt_file}' is {gt_shape[1]}x{gt_shape[0]} but its image '{image}' is "
+        f"{width}x{height} (WxH)"
     )
 
 
@@ -65,8 +74,14 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
     def __init__(self, dataset_name: str, distributed: bool = True, output_dir: str = None):
         self._checked: Dict[str, np.ndarray] = {}
         self._evaluated: Set[str] = set()
-        super().__init__(dataset_name, distributed=distributed, output_dir=output_dir, sem_seg_loading_fn=self._checked_label)
-        # The dataset's distinct images (DatasetCatalog.get(name) was read by the constructor above).
+        super().__init__(
+            dataset_name,
+            distributed=distributed,
+            output_dir=output_dir,
+            sem_seg_loading_fn=self._checked_label,
+        )
+        # The dataset's distinct images (DatasetCatalog.get(name) was read by the constructor
+        # above).
         self._dataset_length = len(self.input_file_to_gt_file)
         missing = [f for f in self.input_file_to_gt_file.values() if not os.path.isfile(f)]
         if missing:
@@ -85,10 +100,20 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
             for record in inputs:
                 gt_file = self.input_file_to_gt_file.get(record["file_name"])
                 if gt_file is None:
-                    raise GroundTruthError(f"Image '{record['file_name']}' has no label in dataset '{self._dataset_name}'")
+                    raise GroundTruthError(
+                        f"Image '{record['file_name']}' has no label in dataset "
+                        f"'{self._dataset_name}'"
+                    )
                 label = read_semantic_label(gt_file, self._num_classes, self._ignore_label)
                 if label.shape != (record["height"], record["width"]):
-                    raise _size_error("Label file", gt_file, label.shape, record["file_name"], record["height"], record["width"])
+                    raise _size_error(
+                        "Label file",
+                        gt_file,
+                        label.shape,
+                        record["file_name"],
+                        record["height"],
+                        record["width"],
+                    )
                 self._checked[gt_file] = label
             super().process(inputs, outputs)
             self._evaluated.update(record["file_name"] for record in inputs)
@@ -112,7 +137,12 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
             synchronize()
             evaluated = set().union(*all_gather(self._evaluated))
         num_images = len(evaluated)
-        self._logger.info("Dataset '%s': %d of its %d images evaluated", self._dataset_name, num_images, self._dataset_length)
+        self._logger.info(
+            "Dataset '%s': %d of its %d images evaluated",
+            self._dataset_name,
+            num_images,
+            self._dataset_length,
+        )
         if num_images != self._dataset_length:
             raise self._count_error(evaluated)
         results = super().evaluate()
@@ -125,11 +155,16 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
         unlisted = sorted(evaluated - set(self.input_file_to_gt_file))
         details = []
         if missing:
-            details.append(f"{len(missing)} listed image(s) were not evaluated, e.g. '{missing[0]}'")
+            details.append(
+                f"{len(missing)} listed image(s) were not evaluated, e.g. '{missing[0]}'"
+            )
         if unlisted:
-            details.append(f"{len(unlisted)} evaluated image(s) are not in the dataset, e.g. '{unlisted[0]}'")
+            details.append(
+                f"{len(unlisted)} evaluated image(s) are not in the dataset, e.g. '{unlisted[0]}'"
+            )
         return IncompleteEvaluationError(
-            f"Dataset '{self._dataset_name}': {len(evaluated)} distinct image(s) were evaluated but "
+            f"Dataset '{self._dataset_name}': {len(evaluated)} distinct image(s) were evaluated "
+            "but "
             f"the dataset has {self._dataset_length} ({'; '.join(details)}); a metric over part of "
             "a dataset is not its metric, so none is returned. Evaluate the whole dataset (every "
             "record of DatasetCatalog.get(name), once)"
@@ -158,13 +193,23 @@ class CheckedCOCOPanopticEvaluator(COCOPanopticEvaluator):
             ann = self._gt_annotations.get(record["image_id"])
             if ann is None:
                 raise GroundTruthError(
-                    f"Image '{record['file_name']}' (image id {record['image_id']}) has no annotation in '{self._gt_json}'"
+                    f"Image '{record['file_name']}' (image id {record['image_id']}) "
+                    f"has no annotation in '{self._gt_json}'"
                 )
             png = os.path.join(self._gt_root, ann["file_name"])
             if not os.path.isfile(png):
-                raise FileNotFoundError(f"Panoptic PNG '{png}' listed in '{self._gt_json}' does not exist")
+                raise FileNotFoundError(
+                    f"Panoptic PNG '{png}' listed in '{self._gt_json}' does not exist"
+                )
             ids = read_panoptic_png(png)
             if ids.shape != (record["height"], record["width"]):
-                raise _size_error("Panoptic PNG", png, ids.shape, record["file_name"], record["height"], record["width"])
+                raise _size_error(
+                    "Panoptic PNG",
+                    png,
+                    ids.shape,
+                    record["file_name"],
+                    record["height"],
+                    record["width"],
+                )
             check_panoptic_ids(np.unique(ids), ann["segments_info"], png)
         super().process(inputs, outputs)

@@ -1,5 +1,6 @@
 """The summary line of a Panoptic-FPN evaluation, in the columns of the OCR supplementary's
 Table 3: AP (instance masks), PQ-Th, mIoU (semantic branch), PQ-St, PQ."""
+
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional
 
@@ -19,24 +20,36 @@ PANOPTIC_SUMMARY_COLUMNS: Dict[str, tuple] = OrderedDict(
 )
 
 
-def panoptic_summary(results: Mapping[str, Mapping[str, float]]) -> Optional[Dict[str, Optional[float]]]:
+def panoptic_summary(
+    results: Mapping[str, Mapping[str, float]],
+) -> Optional[Dict[str, Optional[float]]]:
     """Pick the Table 3 columns out of one dataset's merged evaluator results
     (``{"panoptic_seg": {...}, "sem_seg": {...}, "segm": {...}, ...}``). Returns ``None`` when
     there are no panoptic results; a column whose evaluator did not run is ``None``."""
     if "panoptic_seg" not in results:
         return None
     return OrderedDict(
-        (column, results.get(task, {}).get(key)) for column, (task, key) in PANOPTIC_SUMMARY_COLUMNS.items()
+        (column, results.get(task, {}).get(key))
+        for column, (task, key) in PANOPTIC_SUMMARY_COLUMNS.items()
     )
 
 
-def format_panoptic_summary(results_per_dataset: Mapping[str, Mapping[str, Mapping[str, float]]]) -> Optional[str]:
+def format_panoptic_summary(
+    results_per_dataset: Mapping[str, Mapping[str, Mapping[str, float]]],
+) -> Optional[str]:
     """A pipe table with one row per dataset that has panoptic results (``None`` if none has)."""
     rows = []
     for dataset_name, results in results_per_dataset.items():
         summary = panoptic_summary(results)
         if summary is not None:
-            rows.append([dataset_name] + ["-" if v is None else f"{v:.1f}" for v in summary.values()])
+            rows.append(
+                [dataset_name] + ["-" if v is None else f"{v:.1f}" for v in summary.values()]
+            )
     if not rows:
         return None
-    return tabulate(rows, headers=["dataset"] + list(PANOPTIC_SUMMARY_COLUMNS), tablefmt="pipe", stralign="center")
+    return tabulate(
+        rows,
+        headers=["dataset"] + list(PANOPTIC_SUMMARY_COLUMNS),
+        tablefmt="pipe",
+        stralign="center",
+    )

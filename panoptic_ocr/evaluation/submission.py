@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
+from PIL import Image
 
 from ..data.datasets.register_cityscapes import CITYSCAPES_TRAIN_ID_TO_LABEL_ID
 from ..utils.safe_write import atomic_directory, check_writable

@@ -1,9 +1,11 @@
 """Export of trained models to TorchScript and ONNX (``tools/export_model.py``, docs/export.md)."""
+
 from .exporter import (
     EXPORT_FORMATS,
     ExportCheck,
     MatrixAdaptiveAvgPool2d,
     PanopticTorchScript,
+    __all__,  # noqa: F401,E402  (one list of the public names)
     build_export_model,
     check_export,
     check_images,
@@ -14,5 +16,3 @@ from .exporter import (
     panoptic_adapter,
     semantic_adapter,
 )
-
-from .exporter import __all__  # noqa: F401,E402  (one list of the public names)

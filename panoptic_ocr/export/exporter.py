@@ -26,6 +26,7 @@ semantic logits ``[1, K, H', W']`` of the padded input. The panoptic merge
 instances, producing a Python list of segment dicts) cannot be traced and runs in Python on
 those outputs, as do the paste of masks into the image (``detector_postprocess``).
 """
+
 import copy
 import json
 import logging
@@ -39,7 +40,10 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.export import TracingAdapter
 from detectron2.modeling import build_model
-from detectron2.modeling.meta_arch.panoptic_fpn import PanopticFPN, combine_semantic_and_instance_outputs
+from detectron2.modeling.meta_arch.panoptic_fpn import (
+    PanopticFPN,
+    combine_semantic_and_instance_outputs,
+)
 from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
 from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
@@ -131,7 +135,9 @@ class MatrixAdaptiveAvgPool2d(nn.Module):
         if isinstance(output_size, int):
             output_size = (output_size, output_size)
         if any(s is None for s in output_size):
-            raise ValueError(f"MatrixAdaptiveAvgPool2d needs a fixed output size, got {output_size}")
+            raise ValueError(
+                f"MatrixAdaptiveAvgPool2d needs a fixed output size, got {output_size}"
+            )
         self.output_size = tuple(int(s) for s in output_size)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -261,10 +267,16 @@ def export_model(
         )
     meta = _metadata(cfg, model, fmt)
     sample = _trace_sample(trace_size)
-    with warnings.catch_warnings(), torch.no_grad(), atomic_file(output, overwrite=overwrite) as tmp:
+    with (
+        warnings.catch_warnings(),
+        torch.no_grad(),
+        atomic_file(output, overwrite=overwrite) as tmp,
+    ):
         warnings.simplefilter("ignore")  # tracer warnings about Python values in Detectron2 code
         if fmt == "torchscript":
-            adapter = panoptic_adapter(model, sample) if panoptic else semantic_adapter(model, sample)
+            adapter = (
+                panoptic_adapter(model, sample) if panoptic else semantic_adapter(model, sample)
+            )
             traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
             torch.jit.save(traced, tmp, _extra_files={METADATA_KEY: json.dumps(meta)})
         else:
@@ -277,7 +289,10 @@ def export_model(
                 tmp,
                 input_names=["image"],
                 output_names=["logits"],
-                dynamic_axes={"image": {2: "height", 3: "width"}, "logits": {2: "height", 3: "width"}},
+                dynamic_axes={
+                    "image": {2: "height", 3: "width"},
+                    "logits": {2: "height", 3: "width"},
+                },
                 opset_version=ONNX_OPSET,
                 dynamo=False,
             )
@@ -341,7 +356,10 @@ def load_exported(path: str):
         extra = {METADATA_KEY: ""}
         module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
         if not extra[METADATA_KEY]:
-            raise ValueError(f"{path}: a TorchScript file without {METADATA_KEY}; export it with tools/export_model.py")
+            raise ValueError(
+                f"{path}: a TorchScript file without {METADATA_KEY}; "
+                "export it with tools/export_model.py"
+            )
         meta = json.loads(extra[METADATA_KEY])
         if meta["kind"] == "panoptic_fpn":
             return PanopticTorchScript(module, meta["combine"]), meta
@@ -356,7 +374,10 @@ def load_exported(path: str):
 
     props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
     if METADATA_KEY not in props:
-        raise ValueError(f"{path}: an ONNX file without {METADATA_KEY} metadata; export it with tools/export_model.py")
+        raise ValueError(
+            f"{path}: an ONNX file without {METADATA_KEY} metadata; "
+            "export it with tools/export_model.py"
+        )
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 
     def run_onnx(image) -> np.ndarray:
@@ -389,10 +410,17 @@ class ExportCheck:
     def passes(self, atol: float, min_agreement: float) -> bool:
         """``max_abs_diff <= atol * max(1, max_abs_logit)`` (absolute for logits up to 1,
         relative beyond) and ``agreement >= min_agreement``."""
-        return self.max_abs_diff <= atol * max(1.0, self.max_abs_logit) and self.agreement >= min_agreement
+        return (
+            self.max_abs_diff <= atol * max(1.0, self.max_abs_logit)
+            and self.agreement >= min_agreement
+        )
 
 
-def check_images(paths: Sequence[str], input_format: str, odd_sizes: Sequence[Tuple[int, int]] = ((97, 131), (61, 203))) -> List[Tuple[str, np.ndarray]]:
+def check_images(
+    paths: Sequence[str],
+    input_format: str,
+    odd_sizes: Sequence[Tuple[int, int]] = ((97, 131), (61, 203)),
+) -> List[Tuple[str, np.ndarray]]:
     """Images to check an export on: each of ``paths`` (read in ``input_format``, ``[H, W, 3]``
     uint8), plus every ``odd_sizes`` ``(h, w)``: a resize of the first image, or seeded noise
     when ``paths`` is empty.
@@ -428,7 +456,9 @@ def _panoptic_category_map(output: Dict) -> Tensor:
 
 
 @torch.no_grad()
-def check_export(path: str, model: nn.Module, images: Sequence[Tuple[str, np.ndarray]]) -> List[ExportCheck]:
+def check_export(
+    path: str, model: nn.Module, images: Sequence[Tuple[str, np.ndarray]]
+) -> List[ExportCheck]:
     """Run the exported ``path`` and the PyTorch ``model`` on every ``(name, [H, W, 3] uint8)``
     image and compare them (:class:`ExportCheck` per image)."""
     run, meta = load_exported(path)
@@ -449,14 +479,19 @@ def check_export(path: str, model: nn.Module, images: Sequence[Tuple[str, np.nda
                     diffs.append((x.float() - y.float()).abs().max().item())
             elif len(a) != len(b):
                 diffs.append(float("inf"))
-            agree = (_panoptic_category_map(ours) == _panoptic_category_map(ref)).float().mean().item()
+            agree = (
+                (_panoptic_category_map(ours) == _panoptic_category_map(ref)).float().mean().item()
+            )
             scale = ref["sem_seg"].abs().max().item()
             results.append(ExportCheck(name, h, w, max(diffs), agree, scale))
             continue
         exported = torch.as_tensor(run(chw[None].float().numpy()))
         reference = _semantic_logits(model, chw[None].float())
         if exported.shape != reference.shape:
-            raise AssertionError(f"{path} on {name}: logits {tuple(exported.shape)}, PyTorch {tuple(reference.shape)}")
+            raise AssertionError(
+                f"{path} on {name}: logits {tuple(exported.shape)}, "
+                f"PyTorch {tuple(reference.shape)}"
+            )
         diff = (exported - reference).abs().max().item()
         agree = (exported.argmax(dim=1) == reference.argmax(dim=1)).float().mean().item()
         results.append(ExportCheck(name, h, w, diff, agree, reference.abs().max().item()))
@@ -468,7 +503,13 @@ def format_checks(checks: Sequence[ExportCheck]) -> str:
     from tabulate import tabulate
 
     rows = [
-        (c.name, f"{c.height}x{c.width}", f"{c.max_abs_diff:.2e}", f"{c.max_abs_logit:.3g}", f"{100 * c.agreement:.4f}%")
+        (
+            c.name,
+            f"{c.height}x{c.width}",
+            f"{c.max_abs_diff:.2e}",
+            f"{c.max_abs_logit:.3g}",
+            f"{100 * c.agreement:.4f}%",
+        )
         for c in checks
     ]
     headers = ["image", "size", "max |logit diff|", "max |logit|", "argmax agreement"]

@@ -7,6 +7,7 @@ and ``TEST.SLIDING_WINDOW``, or rejects them with an error naming the key and th
 It sits above the precision primitives (:mod:`.precision`), the meta-architectures and
 test-time augmentation, which import nothing from it.
 """
+
 import copy
 
 from detectron2.config import CfgNode
@@ -24,9 +25,10 @@ def build_inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
     """The model to evaluate/run ``model`` with, following the config's inference keys.
 
     ``model`` is an :class:`OCRSemanticSegmentor`, a ``PanopticFPN``, or a
-    :class:`~panoptic_ocr.modeling.test_time_augmentation.SemanticSegmentorWithTTA` around the former
-    (each possibly wrapped in DDP). With no inference option set, ``model`` itself is returned;
-    otherwise an eval-mode copy (:func:`prepare_for_inference`; ``model`` is not modified):
+    :class:`~panoptic_ocr.modeling.test_time_augmentation.SemanticSegmentorWithTTA` around the
+    former (each possibly wrapped in DDP). With no inference option set, ``model`` itself is
+    returned; otherwise an eval-mode copy (:func:`prepare_for_inference`; ``model`` is not
+    modified):
 
     - ``MODEL.INFERENCE_DTYPE`` (autocast, conv weights stored in that dtype): semantic
       segmentors run their backbone and head under autocast; other models are wrapped in
@@ -52,10 +54,14 @@ def build_inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
         )
     if semantic and (inner.sliding_window is not None) != bool(cfg.TEST.SLIDING_WINDOW.ENABLED):
         raise ValueError(
-            f"TEST.SLIDING_WINDOW.ENABLED is {cfg.TEST.SLIDING_WINDOW.ENABLED} but the {kind} was built "
-            f"{'with' if inner.sliding_window is not None else 'without'} a sliding window: build it from this config"
+            f"TEST.SLIDING_WINDOW.ENABLED is {cfg.TEST.SLIDING_WINDOW.ENABLED} "
+            f"but the {kind} was built "
+            f"{'with' if inner.sliding_window is not None else 'without'} a sliding window: "
+            "build it from this config"
         )
-    device_type = inner.device.type if hasattr(inner, "device") else next(inner.parameters()).device.type
+    device_type = (
+        inner.device.type if hasattr(inner, "device") else next(inner.parameters()).device.type
+    )
     dtype = resolve_inference_dtype(cfg.MODEL.INFERENCE_DTYPE, device_type)
     channels_last = cfg.MODEL.INFERENCE_CHANNELS_LAST
     prepared = prepare_for_inference(
@@ -66,7 +72,10 @@ def build_inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
         if prepared is not inner:
             prepared.inference_dtype = cfg.MODEL.INFERENCE_DTYPE
             prepared.inference_channels_last = channels_last
-        elif inner.inference_dtype != cfg.MODEL.INFERENCE_DTYPE or inner.inference_channels_last != channels_last:
+        elif (
+            inner.inference_dtype != cfg.MODEL.INFERENCE_DTYPE
+            or inner.inference_channels_last != channels_last
+        ):
             # Built with other inference flags: a copy follows cfg, the model is left as it is.
             prepared = copy.deepcopy(inner).eval()
             prepared.inference_dtype = cfg.MODEL.INFERENCE_DTYPE

@@ -2,6 +2,7 @@
 (scaled, padded, resized) past it is refused before anything of that size is allocated. Used by
 the semantic segmentor and test-time augmentation; the config-time checks are in
 :mod:`panoptic_ocr.config_checks`."""
+
 from typing import Optional, Tuple
 
 __all__ = ["MAX_INPUT_PIXELS_KEY", "check_input_pixels"]

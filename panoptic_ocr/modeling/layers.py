@@ -1,6 +1,7 @@
 """Layers every head and context module shares: conv-norm-ReLU, the classifier and its
 initialisation, the auxiliary (soft object region / deep supervision) branch, and resizing of
 logits to a feature's resolution."""
+
 import functools
 from typing import Callable, Optional
 
@@ -8,7 +9,14 @@ from detectron2.layers import Conv2d, get_norm
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ACTIVATIONS", "head_activation", "conv_norm_relu", "classifier", "AuxiliaryBranch", "resize_to"]
+__all__ = [
+    "ACTIVATIONS",
+    "head_activation",
+    "conv_norm_relu",
+    "classifier",
+    "AuxiliaryBranch",
+    "resize_to",
+]
 
 Activation = Callable[[Tensor], Tensor]
 
@@ -73,14 +81,27 @@ class AuxiliaryBranch(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, num_classes: int, hidden_channels: int, norm: str, dropout: float,
-        kernel_size: int = 3, *, activation: Activation = F.relu,
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden_channels: int,
+        norm: str,
+        dropout: float,
+        kernel_size: int = 3,
+        *,
+        activation: Activation = F.relu,
     ):
         super().__init__()
         layers = []
         if hidden_channels > 0:
             layers.append(
-                conv_norm_relu(in_channels, hidden_channels, norm, kernel_size=kernel_size, activation=activation)
+                conv_norm_relu(
+                    in_channels,
+                    hidden_channels,
+                    norm,
+                    kernel_size=kernel_size,
+                    activation=activation,
+                )
             )
             if dropout > 0:
                 layers.append(nn.Dropout2d(dropout))
@@ -92,8 +113,12 @@ class AuxiliaryBranch(nn.Module):
         return self.layers(x)
 
 
-def resize_to(logits: Optional[Tensor], reference: Tensor, align_corners: bool = False) -> Optional[Tensor]:
+def resize_to(
+    logits: Optional[Tensor], reference: Tensor, align_corners: bool = False
+) -> Optional[Tensor]:
     """Bilinear resize of ``[N, K, h', w']`` to ``reference``'s spatial size (no-op if equal)."""
     if logits is None or logits.shape[2:] == reference.shape[2:]:
         return logits
-    return F.interpolate(logits, size=reference.shape[2:], mode="bilinear", align_corners=align_corners)
+    return F.interpolate(
+        logits, size=reference.shape[2:], mode="bilinear", align_corners=align_corners
+    )

@@ -24,6 +24,7 @@ code, which does not gather logits across GPUs). In particular OHEM's ``OHEM_MIN
 pixels per process, i.e. per GPU batch, and Lovasz with ``LOVASZ_PER_IMAGE: False`` sorts the
 pixels of the per-GPU batch.
 """
+
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -75,11 +76,14 @@ def _class_weights(cfg: CfgNode) -> Optional[Tensor]:
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     if len(weights) != num_classes:
         raise ValueError(
-            f"MODEL.SEM_SEG_HEAD.LOSS.CLASS_WEIGHTS has {len(weights)} values; allowed: [] (unweighted) "
+            f"MODEL.SEM_SEG_HEAD.LOSS.CLASS_WEIGHTS has {len(weights)} values; "
+            "allowed: [] (unweighted) "
             f"or exactly MODEL.SEM_SEG_HEAD.NUM_CLASSES = {num_classes} non-negative floats"
         )
     if any(w < 0 for w in weights):
-        raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS.CLASS_WEIGHTS must be non-negative, got {weights}")
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.LOSS.CLASS_WEIGHTS must be non-negative, got {weights}"
+        )
     return torch.tensor(weights, dtype=torch.float32)
 
 
@@ -120,10 +124,14 @@ class CrossEntropyLoss(_WeightedLoss):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, branch: str) -> "CrossEntropyLoss":
-        return cls(ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, class_weights=_class_weights(cfg))
+        return cls(
+            ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, class_weights=_class_weights(cfg)
+        )
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        loss = F.cross_entropy(logits, targets, weight=self._weight(logits), ignore_index=self.ignore_value)
+        loss = F.cross_entropy(
+            logits, targets, weight=self._weight(logits), ignore_index=self.ignore_value
+        )
         # torch.where instead of an `if`: no host synchronisation on GPUs.
         return torch.where((targets != self.ignore_value).any(), loss, _zero(logits))
 
@@ -201,7 +209,9 @@ class OhemCrossEntropyLoss(_WeightedLoss):
     ):
         super().__init__(ignore_value, class_weights)
         if min_kept < 1:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS.OHEM_MIN_KEPT must be an integer >= 1, got {min_kept}")
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.LOSS.OHEM_MIN_KEPT must be an integer >= 1, got {min_kept}"
+            )
         if not 0.0 <= thresh <= 1.0:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS.OHEM_THRESH must be in [0, 1], got {thresh}")
         self.thresh = float(thresh)
@@ -220,14 +230,22 @@ class OhemCrossEntropyLoss(_WeightedLoss):
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         pixel_losses = F.cross_entropy(
-            logits, targets, weight=self._weight(logits), ignore_index=self.ignore_value, reduction="none"
+            logits,
+            targets,
+            weight=self._weight(logits),
+            ignore_index=self.ignore_value,
+            reduction="none",
         ).reshape(-1)
         flat_targets = targets.reshape(-1)
         valid = flat_targets != self.ignore_value
         with torch.no_grad():
             safe = torch.where(valid, flat_targets, torch.zeros_like(flat_targets))
-            prob = F.softmax(logits.detach().float(), dim=1).gather(1, safe.view(targets.shape).unsqueeze(1))
-        keep = ohem_keep_mask(prob.reshape(-1), valid, self.thresh, self.min_kept, force_first=self.openseg)
+            prob = F.softmax(logits.detach().float(), dim=1).gather(
+                1, safe.view(targets.shape).unsqueeze(1)
+            )
+        keep = ohem_keep_mask(
+            prob.reshape(-1), valid, self.thresh, self.min_kept, force_first=self.openseg
+        )
         kept = pixel_losses[keep]
         if kept.numel() == 0:
             return _zero(logits)
@@ -264,10 +282,18 @@ class HardPixelMiningLoss(nn.Module):
         Scalar loss (a graph-keeping zero when fewer than one pixel would be kept).
     """
 
-    def __init__(self, *, ignore_value: int = 255, top_k: float = 0.2, class_weights: Optional[Sequence[float]] = None):
+    def __init__(
+        self,
+        *,
+        ignore_value: int = 255,
+        top_k: float = 0.2,
+        class_weights: Optional[Sequence[float]] = None,
+    ):
         super().__init__()
         if not 0.0 < top_k <= 1.0:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS.HARD_PIXEL_TOP_K must be in (0, 1], got {top_k}")
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.LOSS.HARD_PIXEL_TOP_K must be in (0, 1], got {top_k}"
+            )
         w = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.deeplab_ce = DeepLabCE(ignore_label=ignore_value, top_k_percent_pixels=top_k, weight=w)
         self.top_k = top_k
@@ -371,15 +397,23 @@ class RMILoss(nn.Module):
     ):
         super().__init__()
         if not (isinstance(radius, int) and 1 <= radius <= 10):
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS.RMI_RADIUS must be an integer in 1..10, got {radius!r}")
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.LOSS.RMI_RADIUS must be an integer in 1..10, got {radius!r}"
+            )
         if not (isinstance(pool_stride, int) and pool_stride >= 1):
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS.RMI_POOL_STRIDE must be an integer >= 1, got {pool_stride!r}")
+            raise ValueError(
+                "MODEL.SEM_SEG_HEAD.LOSS.RMI_POOL_STRIDE must be an integer >= 1, "
+                f"got {pool_stride!r}"
+            )
         if pool_type not in RMI_POOL_TYPES:
             raise ValueError(
-                f"MODEL.SEM_SEG_HEAD.LOSS.RMI_POOL_TYPE is {pool_type!r}; allowed values: {', '.join(RMI_POOL_TYPES)}"
+                f"MODEL.SEM_SEG_HEAD.LOSS.RMI_POOL_TYPE is {pool_type!r}; "
+                f"allowed values: {', '.join(RMI_POOL_TYPES)}"
             )
         if not 0.0 <= bce_lambda <= 1.0:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS.RMI_LAMBDA must be in [0, 1], got {bce_lambda}")
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.LOSS.RMI_LAMBDA must be in [0, 1], got {bce_lambda}"
+            )
         self.ignore_value = ignore_value
         self.radius = radius
         self.pool_stride = pool_stride
@@ -416,7 +450,9 @@ class RMILoss(nn.Module):
         k = logits.shape[1]
         valid = (targets != self.ignore_value) & (targets >= 0) & (targets < k)
         mask = valid.unsqueeze(1).to(logits.dtype)
-        onehot = F.one_hot(torch.where(valid, targets, torch.zeros_like(targets)), k).permute(0, 3, 1, 2)
+        onehot = F.one_hot(torch.where(valid, targets, torch.zeros_like(targets)), k).permute(
+            0, 3, 1, 2
+        )
         onehot = onehot.to(logits.dtype) * mask
         bce = (F.binary_cross_entropy_with_logits(logits, onehot, reduction="none") * mask).sum()
         bce = bce / (valid.sum() + 1.0)
@@ -487,11 +523,14 @@ class LovaszSoftmaxLoss(nn.Module):
         Scalar loss.
     """
 
-    def __init__(self, *, ignore_value: int = 255, per_image: bool = False, classes: str = "present"):
+    def __init__(
+        self, *, ignore_value: int = 255, per_image: bool = False, classes: str = "present"
+    ):
         super().__init__()
         if classes not in LOVASZ_CLASS_MODES:
             raise ValueError(
-                f"MODEL.SEM_SEG_HEAD.LOSS.LOVASZ_CLASSES is {classes!r}; allowed values: {', '.join(LOVASZ_CLASS_MODES)}"
+                f"MODEL.SEM_SEG_HEAD.LOSS.LOVASZ_CLASSES is {classes!r}; "
+                f"allowed values: {', '.join(LOVASZ_CLASS_MODES)}"
             )
         self.ignore_value = ignore_value
         self.per_image = per_image
@@ -501,7 +540,9 @@ class LovaszSoftmaxLoss(nn.Module):
     def from_config(cls, cfg: CfgNode, branch: str) -> "LovaszSoftmaxLoss":
         opts = cfg.MODEL.SEM_SEG_HEAD.LOSS
         return cls(
-            ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, per_image=bool(opts.LOVASZ_PER_IMAGE), classes=opts.LOVASZ_CLASSES
+            ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            per_image=bool(opts.LOVASZ_PER_IMAGE),
+            classes=opts.LOVASZ_CLASSES,
         )
 
     def _flat(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -513,7 +554,9 @@ class LovaszSoftmaxLoss(nn.Module):
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         if self.per_image:
-            return torch.stack([self._flat(logits[i : i + 1], targets[i : i + 1]) for i in range(logits.shape[0])]).mean()
+            return torch.stack(
+                [self._flat(logits[i : i + 1], targets[i : i + 1]) for i in range(logits.shape[0])]
+            ).mean()
         return self._flat(logits, targets)
 
 
@@ -535,6 +578,7 @@ def build_sem_seg_loss(cfg: CfgNode, branch: str = "main") -> nn.Module:
     name = cfg.MODEL.SEM_SEG_HEAD.get(key, "cross_entropy")
     if name not in SEM_SEG_LOSS_REGISTRY:
         raise ValueError(
-            f"MODEL.SEM_SEG_HEAD.{key} is {name!r}; allowed values: {', '.join(registered_loss_types())}"
+            f"MODEL.SEM_SEG_HEAD.{key} is {name!r}; "
+            f"allowed values: {', '.join(registered_loss_types())}"
         )
     return SEM_SEG_LOSS_REGISTRY.get(name).from_config(cfg, branch)

@@ -1,6 +1,7 @@
 """A small registry of objects under chosen names (the config values, e.g. ``"ocr"`` or
 ``"cross_entropy"``), shared by the context modules and the losses. A leaf module: it imports
 nothing from the project, Detectron2 or fvcore."""
+
 from typing import Callable, Dict, Generic, Iterator, Tuple, TypeVar
 
 __all__ = ["NamedRegistry"]
@@ -37,7 +38,7 @@ class NamedRegistry(Generic[T]):
         if not isinstance(name, str) or not name:
             raise TypeError(
                 f"{self._name} registry: register(name) needs a non-empty string name, got "
-                f"{name!r} (write @register(\"my_name\"))"
+                f'{name!r} (write @register("my_name"))'
             )
 
         def deco(obj: T) -> T:

@@ -2,6 +2,7 @@
 
 Shapes use N (batch), C (channels), H x W (feature size) and K (object regions = classes).
 """
+
 from typing import Optional
 
 import torch
@@ -67,7 +68,10 @@ class ObjectContextBlock(nn.Module):
 
         def projection() -> nn.Sequential:
             layers = [conv_norm_relu(in_channels, key_channels, norm, **act)]
-            layers += [conv_norm_relu(key_channels, key_channels, norm, **act) for _ in range(proj_layers - 1)]
+            layers += [
+                conv_norm_relu(key_channels, key_channels, norm, **act)
+                for _ in range(proj_layers - 1)
+            ]
             return nn.Sequential(*layers)
 
         self.key_channels = key_channels
@@ -96,7 +100,9 @@ class ObjectContextBlock(nn.Module):
         context = context.transpose(1, 2).reshape(value.shape[0], self.key_channels, *size)
         return self.rho(context)
 
-    def forward(self, features: Tensor, regions: Tensor, relations: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, features: Tensor, regions: Tensor, relations: Optional[Tensor] = None
+    ) -> Tensor:
         """Augmented representation z of eq. (6), ``[N, out_channels, H, W]``.
 
         Args:

@@ -11,6 +11,7 @@ docs/ocr_variants.md): bfloat16 autocast alone speeds the paper-size OCR module 
 with channels-last weights (oneDNN's native layout), bfloat16 conv weights and folded BN, the
 inference copy of :func:`prepare_for_inference`, about 4.5-5x.
 """
+
 import contextlib
 import copy
 import functools
@@ -62,11 +63,16 @@ def resolve_inference_dtype(name: str, device_type: str) -> Optional[torch.dtype
             return torch.float16
         if device_type == "cpu" and _cpu_supports_bfloat16():
             return torch.bfloat16
-        logger.info("MODEL.INFERENCE_DTYPE 'auto': no fast reduced precision on %s, using float32", device_type)
+        logger.info(
+            "MODEL.INFERENCE_DTYPE 'auto': no fast reduced precision on %s, using float32",
+            device_type,
+        )
         return None
     dtype = torch.bfloat16 if name == "bfloat16" else torch.float16
     if device_type == "cpu" and dtype == torch.bfloat16 and not _cpu_supports_bfloat16():
-        logger.warning("This CPU has no native bfloat16 kernels: bfloat16 inference may be slower than float32")
+        logger.warning(
+            "This CPU has no native bfloat16 kernels: bfloat16 inference may be slower than float32"
+        )
     return dtype
 
 
@@ -126,7 +132,9 @@ def to_float32(value: Any) -> Any:
     """``value`` with every reduced-precision floating tensor (also inside dicts, lists, tuples,
     ``Instances`` and ``Boxes``) cast to float32."""
     if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+        return (
+            value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+        )
     if isinstance(value, Boxes):
         return Boxes(to_float32(value.tensor))
     if isinstance(value, Instances):

@@ -5,6 +5,7 @@ The window is a value (:class:`SlidingWindow`), not model state: a segmentor is 
 config's window and any call may pass another one (``model(inputs, sliding_window=...)``), so
 nothing mutates a built model per call.
 """
+
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -39,7 +40,8 @@ class SlidingWindow:
             )
         if any(s > w for s, w in zip(stride, size)):
             raise ValueError(
-                f"TEST.SLIDING_WINDOW.STRIDE {list(stride)} leaves gaps between windows {list(size)}"
+                f"TEST.SLIDING_WINDOW.STRIDE {list(stride)} leaves gaps between windows "
+                f"{list(size)}"
             )
         object.__setattr__(self, "size", tuple(int(v) for v in size))
         object.__setattr__(self, "stride", tuple(int(v) for v in stride))
@@ -93,7 +95,9 @@ def sliding_window_logits(
     for start in range(0, len(corners), window.batch_size):
         chunk = corners[start : start + window.batch_size]
         crops = [image[:, y : y + wh, x : x + ww] for y, x in chunk]
-        crop_targets = None if target is None else [target[y : y + wh, x : x + ww] for y, x in chunk]
+        crop_targets = (
+            None if target is None else [target[y : y + wh, x : x + ww] for y, x in chunk]
+        )
         logits = segment(crops, crop_targets)[:, :, :wh, :ww]
         if total is None:
             total = torch.zeros((logits.shape[1], ph, pw), device=image.device)

@@ -1,5 +1,6 @@
 """Test-time augmentation for semantic segmentation: multi-scale and flip, with the
 left/right channel swap that human parsing (LIP) needs when an image is mirrored."""
+
 import logging
 from itertools import product
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -27,9 +28,14 @@ def flip_channel_permutation(num_classes: int, pairs: Sequence[Sequence[int]]) -
     seen = set()
     for pair in pairs:
         if len(pair) != 2 or pair[0] == pair[1] or not all(0 <= c < num_classes for c in pair):
-            raise ValueError(f"TEST.AUG.FLIP_CHANNEL_PAIRS: {list(pair)} is not a pair of two classes in [0, {num_classes})")
+            raise ValueError(
+                f"TEST.AUG.FLIP_CHANNEL_PAIRS: {list(pair)} is not a pair of two classes in "
+                f"[0, {num_classes})"
+            )
         if seen & set(pair):
-            raise ValueError(f"TEST.AUG.FLIP_CHANNEL_PAIRS: class of {list(pair)} appears in two pairs")
+            raise ValueError(
+                f"TEST.AUG.FLIP_CHANNEL_PAIRS: class of {list(pair)} appears in two pairs"
+            )
         seen |= set(pair)
         a, b = pair
         perm[a], perm[b] = b, a
@@ -51,8 +57,16 @@ class SemanticSegmentorWithTTA(nn.Module):
     any scaled copy is made.
     """
 
-    def __init__(self, model: nn.Module, *, scales: Sequence[float], flip: bool, num_classes: int,
-                 flip_channel_pairs: Sequence[Sequence[int]] = (), max_input_pixels: Optional[int] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        scales: Sequence[float],
+        flip: bool,
+        num_classes: int,
+        flip_channel_pairs: Sequence[Sequence[int]] = (),
+        max_input_pixels: Optional[int] = None,
+    ):
         super().__init__()
         if isinstance(model, DistributedDataParallel):
             model = model.module
@@ -63,7 +77,11 @@ class SemanticSegmentorWithTTA(nn.Module):
         self.flip = flip
         self.max_input_pixels = max_input_pixels
         self.flip_channel_pairs = [tuple(p) for p in flip_channel_pairs]
-        self.register_buffer("flip_permutation", flip_channel_permutation(num_classes, flip_channel_pairs), persistent=False)
+        self.register_buffer(
+            "flip_permutation",
+            flip_channel_permutation(num_classes, flip_channel_pairs),
+            persistent=False,
+        )
 
     @classmethod
     def from_config(cls, cfg, model: nn.Module) -> "SemanticSegmentorWithTTA":
@@ -75,8 +93,8 @@ class SemanticSegmentorWithTTA(nn.Module):
         inner = model.module if isinstance(model, DistributedDataParallel) else model
         if not isinstance(inner, SemanticSegmentor):
             raise ValueError(
-                f"TEST.AUG.ENABLED: test-time augmentation averages semantic logits; {type(inner).__name__} "
-                "is not a semantic segmentor (set TEST.AUG.ENABLED False)"
+                "TEST.AUG.ENABLED: test-time augmentation averages semantic logits; "
+                f"{type(inner).__name__} is not a semantic segmentor (set TEST.AUG.ENABLED False)"
             )
         return cls(
             model,
@@ -90,8 +108,12 @@ class SemanticSegmentorWithTTA(nn.Module):
     def with_model(self, model: nn.Module) -> "SemanticSegmentorWithTTA":
         """The same augmentation around another model (e.g. its inference copy)."""
         return type(self)(
-            model, scales=self.scales, flip=self.flip, num_classes=self.flip_permutation.numel(),
-            flip_channel_pairs=self.flip_channel_pairs, max_input_pixels=self.max_input_pixels,
+            model,
+            scales=self.scales,
+            flip=self.flip,
+            num_classes=self.flip_permutation.numel(),
+            flip_channel_pairs=self.flip_channel_pairs,
+            max_input_pixels=self.max_input_pixels,
         )
 
     @staticmethod
@@ -102,14 +124,21 @@ class SemanticSegmentorWithTTA(nn.Module):
         h, w = inp["image"].shape[-2:]
         for scale in self.scales:  # before any copy: the float image is already 4 bytes a pixel
             check_input_pixels(
-                *self._scaled_size(h, w, scale), self.max_input_pixels, file_name=inp.get("file_name"),
-                source_size=(h, w), how=f"scaled by {scale:g} (TEST.AUG.SCALES)",
+                *self._scaled_size(h, w, scale),
+                self.max_input_pixels,
+                file_name=inp.get("file_name"),
+                source_size=(h, w),
+                how=f"scaled by {scale:g} (TEST.AUG.SCALES)",
             )
         image = inp["image"].float()
         out = []
         for scale, flipped in product(self.scales, (False, True) if self.flip else (False,)):
             size = self._scaled_size(h, w, scale)
-            scaled = image if size == (h, w) else F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+            scaled = (
+                image
+                if size == (h, w)
+                else F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+            )
             aug = {k: v for k, v in inp.items() if k not in ("image", "sem_seg")}
             aug["image"] = scaled.flip(-1) if flipped else scaled
             aug.setdefault("height", h)

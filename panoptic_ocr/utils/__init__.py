@@ -1,4 +1,3 @@
-from .visualization import draw_prediction, save_prediction_overlays
 from .safe_write import (
     OutputExistsError,
     PendingOutputs,
@@ -8,3 +7,4 @@ from .safe_write import (
     save_torch,
     write_json,
 )
+from .visualization import draw_prediction, save_prediction_overlays

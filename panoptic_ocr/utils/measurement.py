@@ -103,9 +103,10 @@ def _cpu_peak_bytes(run: Callable[[], object]) -> int:
     from the allocation (+) and free (-) events of ``torch.profiler``'s memory profiling."""
     from torch.profiler import ProfilerActivity, profile
 
-    with _quiet_native_stderr(), profile(
-        activities=[ProfilerActivity.CPU], profile_memory=True
-    ) as prof:
+    with (
+        _quiet_native_stderr(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         run()
     events = [
         e

@@ -18,6 +18,7 @@ Works with the OCR heads whose context module receives predicted region logits: 
 ``OCRNoRegionSupervisionHead`` (its unsupervised ``region_branch``). Class names and colors
 come from the config's first test dataset.
 """
+
 import logging
 import os
 import re
@@ -57,6 +58,7 @@ __all__ = [
 # The tool's name, as in its log lines.
 logger = logging.getLogger("panoptic_ocr.visualize_object_regions")
 
+
 def region_context(model: nn.Module) -> nn.Module:
     """The module of ``model``'s head that receives the soft object regions.
 
@@ -70,8 +72,8 @@ def region_context(model: nn.Module) -> nn.Module:
         raise ValueError(
             f"{type(head).__name__} has no predicted soft object regions to show: use an OCR head "
             "whose auxiliary branch predicts them (MODEL.SEM_SEG_HEAD.NAME OCRHead, "
-            "OCRDoubleAttentionRelationHead, OCRACFRelationHead, OCRNoRegionSupervisionHead, or any head whose "
-            "context consumes regions)"
+            "OCRDoubleAttentionRelationHead, OCRACFRelationHead, OCRNoRegionSupervisionHead, "
+            "or any head whose context consumes regions)"
         )
     return context
 

@@ -301,7 +301,9 @@ def _write_failure(path: PathLike, error: BaseException) -> Optional[str]:
     """What about the file system made writing ``path`` fail, or None if it was not that."""
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     code = getattr(error, "errno", None) if isinstance(error, OSError) else None
-    torch_write = isinstance(error, RuntimeError) and any(t in str(error) for t in _TORCH_WRITE_FAILURE)
+    torch_write = isinstance(error, RuntimeError) and any(
+        t in str(error) for t in _TORCH_WRITE_FAILURE
+    )
     if code is None and not torch_write:
         return None
     existing = folder

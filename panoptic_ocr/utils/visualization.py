@@ -1,4 +1,5 @@
 """Prediction overlays with Detectron2's ``Visualizer``: image | ground truth | prediction."""
+
 import logging
 import os
 from itertools import islice
@@ -6,11 +7,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data import detection_utils as utils
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.visualizer import Visualizer
+from PIL import Image
 
 from ..data.dataset_mappers import SemanticDatasetMapper
 from ..data.image_files import read_image
@@ -29,7 +30,9 @@ def draw_prediction(image: np.ndarray, output: Dict, metadata) -> np.ndarray:
     visualizer = Visualizer(image, metadata)
     if "panoptic_seg" in output:
         panoptic_seg, segments_info = output["panoptic_seg"]
-        return visualizer.draw_panoptic_seg(panoptic_seg.cpu(), segments_info, alpha=0.5).get_image()
+        return visualizer.draw_panoptic_seg(
+            panoptic_seg.cpu(), segments_info, alpha=0.5
+        ).get_image()
     return visualizer.draw_sem_seg(output["sem_seg"].argmax(dim=0).cpu(), alpha=0.5).get_image()
 
 
@@ -52,7 +55,9 @@ def _ground_truth_index(dataset_name: str) -> Dict[str, Dict]:
 
 
 @torch.no_grad()
-def save_prediction_overlays(model, data_loader, dataset_name: str, output_dir: str, num_images: int) -> List[str]:
+def save_prediction_overlays(
+    model, data_loader, dataset_name: str, output_dir: str, num_images: int
+) -> List[str]:
     """Run ``model`` on the first ``num_images`` inputs of ``data_loader`` and save, per image,
     a PNG of panels side by side: the input, its ground truth when the dataset has one
     (:func:`draw_ground_truth` of the dataset dict of the same ``file_name``), and the
@@ -120,7 +125,10 @@ def browse_dataset(
     if source == "annotation":
         for record in DatasetCatalog.get(name)[:num_images]:
             image = read_image(record["file_name"], format="RGB")
-            save(Visualizer(image, metadata).draw_dataset_dict(record).get_image(), _stem(record["file_name"]))
+            save(
+                Visualizer(image, metadata).draw_dataset_dict(record).get_image(),
+                _stem(record["file_name"]),
+            )
         return written
     cfg = cfg.clone()
     cfg.defrost()
@@ -130,8 +138,14 @@ def browse_dataset(
     loader = build_detection_train_loader(cfg, mapper=mapper, total_batch_size=1)
     for n, batch in enumerate(islice(loader, num_images)):
         sample = batch[0]
-        image = utils.convert_image_to_rgb(sample["image"].permute(1, 2, 0).numpy(), cfg.INPUT.FORMAT)
-        drawn = Visualizer(image, metadata).draw_sem_seg(sample["sem_seg"].numpy(), alpha=0.5).get_image()
+        image = utils.convert_image_to_rgb(
+            sample["image"].permute(1, 2, 0).numpy(), cfg.INPUT.FORMAT
+        )
+        drawn = (
+            Visualizer(image, metadata)
+            .draw_sem_seg(sample["sem_seg"].numpy(), alpha=0.5)
+            .get_image()
+        )
         save(drawn, f"{_stem(sample['file_name'])}_{n}")
     return written
 

@@ -1,4 +1,5 @@
 """Dataset mapper for semantic segmentation: reads, validates and augments image + label."""
+
 import copy
 import logging
 from typing import Dict, List, Optional, Set, Tuple
@@ -28,7 +29,9 @@ _CHECKED_LABELS: Set[Tuple[str, int, int]] = set()
 _MAX_FLOAT32_EXACT = 2**24
 
 
-def read_semantic_label(file_name: str, num_classes: Optional[int], ignore_label: int) -> np.ndarray:
+def read_semantic_label(
+    file_name: str, num_classes: Optional[int], ignore_label: int
+) -> np.ndarray:
     """Read a single-channel integer label file (8, 16 or 32 bits, signed or not) as ``[H, W]``,
     check its values with :func:`check_label_values` (once per file and ``(num_classes,
     ignore_label)`` in a process: later reads of a file that passed skip the check), and return
@@ -46,7 +49,8 @@ def read_semantic_label(file_name: str, num_classes: Optional[int], ignore_label
         label = label.astype(np.uint8)
     elif label.dtype.kind not in "ui":
         raise ValueError(
-            f"Label file '{file_name}' holds {label.dtype} values; labels must be integer class ids "
+            f"Label file '{file_name}' holds {label.dtype} values; "
+            "labels must be integer class ids "
             f"(an 8, 16 or 32-bit integer PNG or TIFF)"
         )
     if num_classes is not None:
@@ -61,8 +65,11 @@ def read_semantic_label(file_name: str, num_classes: Optional[int], ignore_label
     return label.astype(np.int64)
 
 
-def check_label_values(label: np.ndarray, file_name: str, num_classes: int, ignore_label: int) -> None:
-    """Check that every value of ``label`` is a class id in ``[0, num_classes)`` or ``ignore_label``.
+def check_label_values(
+    label: np.ndarray, file_name: str, num_classes: int, ignore_label: int
+) -> None:
+    """Check that every value of ``label`` is a class id in ``[0, num_classes)`` or
+    ``ignore_label``.
 
     No sort of the whole array: its min/max decide when every value is a class id; otherwise only
     the pixels outside ``[0, num_classes)`` are compared with ``ignore_label``.
@@ -74,7 +81,11 @@ def check_label_values(label: np.ndarray, file_name: str, num_classes: int, igno
         return
     if label.max() < num_classes and (label.dtype.kind == "u" or label.min() >= 0):
         return
-    outside = label[(label < 0) | (label >= num_classes)] if label.dtype.kind != "u" else label[label >= num_classes]
+    outside = (
+        label[(label < 0) | (label >= num_classes)]
+        if label.dtype.kind != "u"
+        else label[label >= num_classes]
+    )
     bad = outside[outside != ignore_label]
     if bad.size:
         values = np.unique(bad).tolist()  # only the offending pixels, for the message
@@ -130,7 +141,9 @@ class SemanticDatasetMapper:
         else:
             augs = []
         dataset_names = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
-        ignore_label = MetadataCatalog.get(dataset_names[0]).get("ignore_label", cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+        ignore_label = MetadataCatalog.get(dataset_names[0]).get(
+            "ignore_label", cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+        )
         return {
             "is_train": is_train,
             "augmentations": augs,
@@ -149,7 +162,11 @@ class SemanticDatasetMapper:
         label = None
         if self.load_sem_seg:
             if "sem_seg_file_name" not in dataset_dict:
-                what = "Training record" if self.is_train else "Record (INPUT.LOAD_SEM_SEG_IN_TEST is set)"
+                what = (
+                    "Training record"
+                    if self.is_train
+                    else "Record (INPUT.LOAD_SEM_SEG_IN_TEST is set)"
+                )
                 raise KeyError(f"{what} for '{file_name}' has no 'sem_seg_file_name'")
             label_file = dataset_dict.pop("sem_seg_file_name")
             label = read_semantic_label(label_file, self.num_classes, self.ignore_label)
@@ -163,7 +180,8 @@ class SemanticDatasetMapper:
             if label.max() >= _MAX_FLOAT32_EXACT or label.min() <= -_MAX_FLOAT32_EXACT:
                 raise ValueError(
                     f"Label file '{label_file}' holds values beyond +-2**24 "
-                    f"([{int(label.min())}, {int(label.max())}]), which the augmentations cannot carry"
+                    f"([{int(label.min())}, {int(label.max())}]), "
+                    "which the augmentations cannot carry"
                 )
             label = label.astype(np.float32)  # torch's nearest resize has no integer kernels
         aug_input = T.AugInput(image, sem_seg=label)

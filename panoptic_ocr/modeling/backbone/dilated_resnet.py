@@ -11,6 +11,7 @@ block of a dilated stage half the stage's dilation (openseg's ``_nostride_dilate
 ``contract_dilation=True``) and ``MODEL.RESNETS.STEM_POOL_CEIL_MODE`` rounds the stem's max-pool
 up (openseg's ``MaxPool2d(3, 2, 1, ceil_mode=True)``).
 """
+
 from typing import List
 
 from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
@@ -21,7 +22,12 @@ from detectron2.projects.deeplab.resnet import DeepLabStem, build_resnet_deeplab
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["DilatedBasicBlock", "CeilPoolDeepLabStem", "CeilPoolBasicStem", "build_dilated_resnet_backbone"]
+__all__ = [
+    "DilatedBasicBlock",
+    "CeilPoolDeepLabStem",
+    "CeilPoolBasicStem",
+    "build_dilated_resnet_backbone",
+]
 
 
 class CeilPoolDeepLabStem(DeepLabStem):
@@ -52,23 +58,43 @@ class DilatedBasicBlock(CNNBlockBase):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, stride: int = 1, dilation: int = 1,
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
         norm: str = "BN",
     ):
         super().__init__(in_channels, out_channels, stride)
         self.shortcut = None
         if in_channels != out_channels or stride != 1:
             self.shortcut = Conv2d(
-                in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
+                in_channels,
+                out_channels,
+                kernel_size=1,
+                stride=stride,
+                bias=False,
                 norm=get_norm(norm, out_channels),
             )
         self.conv1 = Conv2d(
-            in_channels, out_channels, kernel_size=3, stride=stride, padding=dilation,
-            dilation=dilation, bias=False, norm=get_norm(norm, out_channels),
+            in_channels,
+            out_channels,
+            kernel_size=3,
+            stride=stride,
+            padding=dilation,
+            dilation=dilation,
+            bias=False,
+            norm=get_norm(norm, out_channels),
         )
         self.conv2 = Conv2d(
-            out_channels, out_channels, kernel_size=3, padding=dilation, dilation=dilation,
-            bias=False, norm=get_norm(norm, out_channels),
+            out_channels,
+            out_channels,
+            kernel_size=3,
+            padding=dilation,
+            dilation=dilation,
+            bias=False,
+            norm=get_norm(norm, out_channels),
         )
         for layer in (self.conv1, self.conv2, self.shortcut):
             if layer is not None:
@@ -85,7 +111,9 @@ _BASIC_BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
 _BOTTLENECK_BLOCKS_PER_STAGE = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 
 
-def _stage_dilations(dilation: int, num_blocks: int, multi_grid, *, res5: bool, contract: bool) -> List[int]:
+def _stage_dilations(
+    dilation: int, num_blocks: int, multi_grid, *, res5: bool, contract: bool
+) -> List[int]:
     """Dilation of each block of a stage: ``dilation`` (times ``multi_grid`` in res5); with
     ``contract`` the first block of a dilated stage gets ``dilation // 2`` instead."""
     if res5:
@@ -103,9 +131,13 @@ def _build_stem(cfg, input_shape: ShapeSpec):
     stem_channels = cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
     ceil = cfg.MODEL.RESNETS.STEM_POOL_CEIL_MODE
     if stem_type == "basic":
-        return (CeilPoolBasicStem if ceil else BasicStem)(input_shape.channels, stem_channels, norm=norm)
+        return (CeilPoolBasicStem if ceil else BasicStem)(
+            input_shape.channels, stem_channels, norm=norm
+        )
     if stem_type == "deeplab":
-        return (CeilPoolDeepLabStem if ceil else DeepLabStem)(input_shape.channels, stem_channels, norm=norm)
+        return (CeilPoolDeepLabStem if ceil else DeepLabStem)(
+            input_shape.channels, stem_channels, norm=norm
+        )
     raise ValueError(f"MODEL.RESNETS.STEM_TYPE must be 'basic' or 'deeplab', got {stem_type!r}")
 
 
@@ -114,12 +146,18 @@ def _build_released_bottleneck_resnet(cfg, input_shape: ShapeSpec) -> Backbone:
     ``CONTRACT_DILATION`` / ``STEM_POOL_CEIL_MODE`` applied (deformable convs not supported)."""
     r = cfg.MODEL.RESNETS
     if any(r.DEFORM_ON_PER_STAGE):
-        raise ValueError("MODEL.RESNETS.CONTRACT_DILATION / STEM_POOL_CEIL_MODE do not support DEFORM_ON_PER_STAGE")
-    if r.RES4_DILATION not in (1, 2) or r.RES5_DILATION not in (1, 2, 4) or (
-        r.RES4_DILATION == 2 and r.RES5_DILATION != 4
+        raise ValueError(
+            "MODEL.RESNETS.CONTRACT_DILATION / STEM_POOL_CEIL_MODE do not support "
+            "DEFORM_ON_PER_STAGE"
+        )
+    if (
+        r.RES4_DILATION not in (1, 2)
+        or r.RES5_DILATION not in (1, 2, 4)
+        or (r.RES4_DILATION == 2 and r.RES5_DILATION != 4)
     ):
         raise ValueError(
-            f"MODEL.RESNETS.RES4_DILATION/RES5_DILATION must be 1/1, 1/2, 1/4 or 2/4, got {r.RES4_DILATION}/{r.RES5_DILATION}"
+            "MODEL.RESNETS.RES4_DILATION/RES5_DILATION must be 1/1, 1/2, 1/4 or 2/4, "
+            f"got {r.RES4_DILATION}/{r.RES5_DILATION}"
         )
     blocks_per_stage = _BOTTLENECK_BLOCKS_PER_STAGE[r.DEPTH]
     max_stage = max({"res2": 2, "res3": 3, "res4": 4, "res5": 5}[f] for f in r.OUT_FEATURES)
@@ -139,14 +177,22 @@ def _build_released_bottleneck_resnet(cfg, input_shape: ShapeSpec) -> Backbone:
                 bottleneck_channels=bottleneck_channels,
                 stride_per_block=[first_stride] + [1] * (num_blocks - 1),
                 dilation_per_block=_stage_dilations(
-                    dilation, num_blocks, r.RES5_MULTI_GRID, res5=stage_idx == 5, contract=r.CONTRACT_DILATION
+                    dilation,
+                    num_blocks,
+                    r.RES5_MULTI_GRID,
+                    res5=stage_idx == 5,
+                    contract=r.CONTRACT_DILATION,
                 ),
                 num_groups=r.NUM_GROUPS,
                 stride_in_1x1=r.STRIDE_IN_1X1,
                 norm=r.NORM,
             )
         )
-        in_channels, out_channels, bottleneck_channels = out_channels, out_channels * 2, bottleneck_channels * 2
+        in_channels, out_channels, bottleneck_channels = (
+            out_channels,
+            out_channels * 2,
+            bottleneck_channels * 2,
+        )
     return ResNet(_build_stem(cfg, input_shape), stages, out_features=r.OUT_FEATURES).freeze(
         cfg.MODEL.BACKBONE.FREEZE_AT
     )
@@ -165,7 +211,9 @@ def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     if depth not in _BASIC_BLOCKS_PER_STAGE:
         if cfg.MODEL.RESNETS.CONTRACT_DILATION or cfg.MODEL.RESNETS.STEM_POOL_CEIL_MODE:
             if depth not in _BOTTLENECK_BLOCKS_PER_STAGE:
-                raise ValueError(f"MODEL.RESNETS.DEPTH must be one of 18, 34, 50, 101, 152, got {depth}")
+                raise ValueError(
+                    f"MODEL.RESNETS.DEPTH must be one of 18, 34, 50, 101, 152, got {depth}"
+                )
             return _build_released_bottleneck_resnet(cfg, input_shape)
         return build_resnet_deeplab_backbone(cfg, input_shape)
 
@@ -198,7 +246,11 @@ def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
         num_blocks = blocks_per_stage[idx]
         first_stride = 1 if idx == 0 or dilation > 1 else 2
         dilations = _stage_dilations(
-            dilation, num_blocks, multi_grid, res5=stage_idx == 5, contract=cfg.MODEL.RESNETS.CONTRACT_DILATION
+            dilation,
+            num_blocks,
+            multi_grid,
+            res5=stage_idx == 5,
+            contract=cfg.MODEL.RESNETS.CONTRACT_DILATION,
         )
         stages.append(
             ResNet.make_stage(

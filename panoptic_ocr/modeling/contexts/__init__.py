@@ -3,6 +3,7 @@
 Every module of this package is imported here, so a new file registers its context module (and
 its config node) without an edit elsewhere; the names below are the public ones.
 """
+
 import importlib
 import pkgutil
 

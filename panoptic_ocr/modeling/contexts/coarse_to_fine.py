@@ -22,6 +22,7 @@ In the two combined heads the coarse map comes from the auxiliary branch and is 
 the auxiliary loss (``loss_sem_seg_aux``, as OCR's soft regions); the final map gets the main
 loss.
 """
+
 import torch
 from torch import Tensor, nn
 
@@ -35,7 +36,9 @@ class _ConvBranch(ContextModule, nn.Sequential):
     """Conv-norm-ReLU (+ Dropout2d): ``[N, in_channels, h, w] -> [N, out_channels, h, w]``;
     with ``out_channels == 0`` no layer at all (the identity)."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm: str, dropout: float, kernel_size: int = 3):
+    def __init__(
+        self, in_channels: int, out_channels: int, norm: str, dropout: float, kernel_size: int = 3
+    ):
         layers = []
         if out_channels > 0:
             layers.append(conv_norm_relu(in_channels, out_channels, norm, kernel_size=kernel_size))
@@ -97,7 +100,11 @@ class LabelRefinementContext(_ConvBranch):
     @classmethod
     def from_config(cls, cfg, in_channels: int, norm: str) -> "LabelRefinementContext":
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        return cls(in_channels + num_classes, cfg.MODEL.OCR.MID_CHANNELS, norm, cfg.MODEL.OCR.DROPOUT)
+        return cls(
+            in_channels + num_classes, cfg.MODEL.OCR.MID_CHANNELS, norm, cfg.MODEL.OCR.DROPOUT
+        )
 
     def forward(self, features: Tensor, region_logits: Tensor) -> Tensor:
-        return super().forward(torch.cat([features, region_logits.softmax(dim=1).to(features.dtype)], dim=1))
+        return super().forward(
+            torch.cat([features, region_logits.softmax(dim=1).to(features.dtype)], dim=1)
+        )

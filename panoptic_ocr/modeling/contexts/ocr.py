@@ -1,5 +1,6 @@
 """The OCR module (paper sec. 3.3, Figure 3) as a context module: it consumes the soft object
 regions predicted (and supervised) by the head's auxiliary branch."""
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -57,15 +58,23 @@ class OCRContext(ContextModule, nn.Module):
     ):
         super().__init__()
         self.out_channels = mid_channels
-        self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3, activation=activation)
+        self.conv_in = conv_norm_relu(
+            in_channels, mid_channels, norm, kernel_size=3, activation=activation
+        )
         self.object_context = ObjectContextBlock(
-            mid_channels, key_channels, mid_channels, proj_layers=proj_layers, norm=norm, dropout=dropout,
+            mid_channels,
+            key_channels,
+            mid_channels,
+            proj_layers=proj_layers,
+            norm=norm,
+            dropout=dropout,
             activation=activation,
         )
 
     @classmethod
     def from_config(cls, cfg, in_channels: int, norm: str) -> "OCRContext":
-        """``MODEL.OCR``; the activation from ``MODEL.SEM_SEG_HEAD.ACTIVATION``/``LEAKY_RELU_SLOPE``."""
+        """``MODEL.OCR``; the activation from
+        ``MODEL.SEM_SEG_HEAD.ACTIVATION``/``LEAKY_RELU_SLOPE``."""
         head = cfg.MODEL.SEM_SEG_HEAD
         activation = head_activation(head.ACTIVATION, head.LEAKY_RELU_SLOPE)
         return cls(in_channels, norm=norm, activation=activation, **cls.config_kwargs(cfg))

@@ -17,7 +17,9 @@ from .registry import CONTEXT_REGISTRY, TARGETS, ContextModule
 __all__ = ["ground_truth_regions", "GroundTruthOCRContext"]
 
 
-def ground_truth_regions(targets: Tensor, num_classes: int, size: torch.Size, ignore_value: int = 255) -> Tensor:
+def ground_truth_regions(
+    targets: Tensor, num_classes: int, size: torch.Size, ignore_value: int = 255
+) -> Tensor:
     """One-hot ground-truth regions at the feature resolution.
 
     The labels are downsampled to ``size`` by nearest-neighbour sampling (Detectron2/PyTorch
@@ -35,7 +37,9 @@ def ground_truth_regions(targets: Tensor, num_classes: int, size: torch.Size, ig
     """
     labels = F.interpolate(targets[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
     valid = (labels >= 0) & (labels < num_classes) & (labels != ignore_value)
-    onehot = F.one_hot(torch.where(valid, labels, torch.zeros_like(labels)), num_classes)  # [N, h, w, K]
+    onehot = F.one_hot(
+        torch.where(valid, labels, torch.zeros_like(labels)), num_classes
+    )  # [N, h, w, K]
     onehot = onehot * valid[..., None]
     return onehot.permute(0, 3, 1, 2).float()
 
@@ -89,12 +93,19 @@ class GroundTruthOCRContext(ContextModule, nn.Module):
         self.ignore_value = ignore_value
         self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3)
         self.object_context = ObjectContextBlock(
-            mid_channels, key_channels, mid_channels, norm=norm, dropout=dropout, learned_relations=False
+            mid_channels,
+            key_channels,
+            mid_channels,
+            norm=norm,
+            dropout=dropout,
+            learned_relations=False,
         )
 
     def regions_and_relations(self, x: Tensor, targets: Tensor):
         """Ground-truth region representations ``[N, C, K, 1]`` and relations ``[N, h*w, K]``."""
-        onehot = ground_truth_regions(targets, self.num_classes, x.shape[2:], self.ignore_value).flatten(2)
+        onehot = ground_truth_regions(
+            targets, self.num_classes, x.shape[2:], self.ignore_value
+        ).flatten(2)
         counts = onehot.sum(dim=2, keepdim=True).clamp(min=1.0)  # [N, K, 1]
         weights = (onehot / counts).to(x.dtype)  # [N, K, hw], rows sum to 1 (or 0 if absent)
         regions = torch.bmm(weights, x.flatten(2).transpose(1, 2))  # [N, K, C]

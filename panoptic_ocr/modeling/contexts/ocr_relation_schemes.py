@@ -10,6 +10,7 @@ see :class:`~panoptic_ocr.modeling.heads.ContextHead`):
 The regions are still formed as in OCR (eq. 4 over the supervised soft object regions) and
 eqs. (3) and (6) are unchanged; only eq. (5) is replaced.
 """
+
 from detectron2.layers import Conv2d
 from torch import Tensor, nn
 
@@ -64,7 +65,12 @@ class OCRRelationSchemeContext(ContextModule, nn.Module):
         self.scheme = scheme
         self.conv_in = conv_norm_relu(in_channels, mid_channels, norm, kernel_size=3)
         self.object_context = ObjectContextBlock(
-            mid_channels, key_channels, mid_channels, norm=norm, dropout=dropout, learned_relations=False
+            mid_channels,
+            key_channels,
+            mid_channels,
+            norm=norm,
+            dropout=dropout,
+            learned_relations=False,
         )
         self.relation_logits = None
         if scheme == "double_attention":

@@ -1,4 +1,5 @@
-"""PSPNet's pyramid pooling module as a context module (Zhao et al., CVPR 2017; OCR paper Table 2)."""
+"""PSPNet's pyramid pooling module as a context module (Zhao et al., CVPR 2017; OCR paper
+Table 2)."""
 
 from typing import Sequence
 

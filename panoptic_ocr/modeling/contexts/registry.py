@@ -21,6 +21,7 @@ module imported before the config is built): its class, its registration and its
 with the defaults (:class:`ContextModule`); ``panoptic_ocr.config.add_ocr_config`` collects the
 nodes of every registered class (:func:`context_config_nodes`).
 """
+
 import copy
 from typing import Any, Dict, List, Mapping, Tuple
 

@@ -17,4 +17,9 @@ from .context_head import (
     SelfAttentionHead,
     context_name_of,
 )
-from .panoptic_fpn_heads import ASPPSemSegFPNHead, ContextSemSegFPNHead, OCRSemSegFPNHead, PPMSemSegFPNHead
+from .panoptic_fpn_heads import (
+    ASPPSemSegFPNHead,
+    ContextSemSegFPNHead,
+    OCRSemSegFPNHead,
+    PPMSemSegFPNHead,
+)

@@ -5,6 +5,7 @@ All heads of the paper's comparisons differ only in the context module between t
 feature and the classifier; the auxiliary branch, the classifier, the losses and Detectron2's
 semantic-head contract are the same, which keeps comparisons fair.
 """
+
 from typing import Dict, Optional, Tuple
 
 from detectron2.config import CfgNode, configurable
@@ -52,7 +53,9 @@ def context_name_of(head_cls: type, cfg: CfgNode) -> str:
         )
     name = fixed or configured
     if not name:
-        raise ValueError(f"{head_cls.__name__} needs MODEL.SEM_SEG_HEAD.CONTEXT (e.g. 'ocr', 'ppm', 'aspp')")
+        raise ValueError(
+            f"{head_cls.__name__} needs MODEL.SEM_SEG_HEAD.CONTEXT (e.g. 'ocr', 'ppm', 'aspp')"
+        )
     context_class(name)  # raises with the list of registered names
     return name
 
@@ -142,7 +145,9 @@ class ContextHead(nn.Module):
         needs_aux = {
             "its soft object regions are predicted from that feature": context.consumes == REGIONS,
             "its unsupervised regions are predicted from that feature": unsupervised_regions,
-            "its coarse segmentation (ensemble_weight) is predicted from that feature": ensemble_weight is not None,
+            (
+                "its coarse segmentation (ensemble_weight) is predicted from that feature"
+            ): ensemble_weight is not None,
         }
         for reason, needed in needs_aux.items():
             if needed and aux_in_feature is None:
@@ -162,8 +167,13 @@ class ContextHead(nn.Module):
 
         def aux_classifier() -> AuxiliaryBranch:
             return AuxiliaryBranch(
-                input_shape[aux_in_feature].channels, num_classes, aux_channels, norm, aux_dropout,
-                kernel_size=aux_kernel_size, activation=act,
+                input_shape[aux_in_feature].channels,
+                num_classes,
+                aux_channels,
+                norm,
+                aux_dropout,
+                kernel_size=aux_kernel_size,
+                activation=act,
             )
 
         # Built in this order (region branch, auxiliary branch, classifier) and registered with
@@ -174,7 +184,9 @@ class ContextHead(nn.Module):
         self.predictor = classifier(context.out_channels, num_classes)
         self.region_branch = region_branch
         self.loss = loss if loss is not None else CrossEntropyLoss(ignore_value=ignore_value)
-        self.aux_loss = aux_loss if aux_loss is not None else CrossEntropyLoss(ignore_value=ignore_value)
+        self.aux_loss = (
+            aux_loss if aux_loss is not None else CrossEntropyLoss(ignore_value=ignore_value)
+        )
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> Dict:
@@ -186,7 +198,8 @@ class ContextHead(nn.Module):
             # IN_FEATURES is not read: it may name a stage the backbone does not output.
             if aux_in_feature is None:
                 raise ValueError(
-                    f"{cls.__name__} (context {name!r}) reads MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE (stage 3); it is empty"
+                    f"{cls.__name__} (context {name!r}) reads MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE "
+                    "(stage 3); it is empty"
                 )
             in_feature, aux_in_feature = aux_in_feature, None
         if in_feature not in input_shape:
@@ -209,7 +222,9 @@ class ContextHead(nn.Module):
             "ignore_value": head.IGNORE_VALUE,
             "unsupervised_regions": cls.UNSUPERVISED_REGIONS or head.UNSUPERVISED_REGIONS,
             "ensemble_weight": (
-                cfg.MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT if cls.ENSEMBLE_WITH_AUX or head.ENSEMBLE_WITH_AUX else None
+                cfg.MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT
+                if cls.ENSEMBLE_WITH_AUX or head.ENSEMBLE_WITH_AUX
+                else None
             ),
             "loss": build_sem_seg_loss(cfg, "main"),
             "aux_loss": build_sem_seg_loss(cfg, "aux"),
@@ -223,22 +238,28 @@ class ContextHead(nn.Module):
         """The context is an oracle: :class:`OCRSemanticSegmentor` passes labels at inference."""
         return self.context.consumes == TARGETS
 
-    def layers(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    def layers(
+        self, features: Dict[str, Tensor], targets: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Optional[Tensor]]:
         """Final and auxiliary logits at ``in_feature``'s resolution, ``[N, K, h, w]``."""
         x = features[self.in_feature]
         region_logits = aux_logits = None
         if self.region_branch is not None:
-            region_logits = resize_to(self.region_branch(features[self.aux_in_feature]), x, self.align_corners)
+            region_logits = resize_to(
+                self.region_branch(features[self.aux_in_feature]), x, self.align_corners
+            )
         if self.aux_branch is not None:
-            aux_logits = resize_to(self.aux_branch(features[self.aux_in_feature]), x, self.align_corners)
+            aux_logits = resize_to(
+                self.aux_branch(features[self.aux_in_feature]), x, self.align_corners
+            )
         if self.context.consumes == REGIONS:
             out = self.context(x, region_logits if region_logits is not None else aux_logits)
         elif self.context.consumes == TARGETS:
             if targets is None:
                 raise ValueError(
-                    f"{type(self).__name__}: its context ({type(self.context).__name__}) forms its regions and "
-                    "relations from the ground truth: it needs semantic targets in training and at inference "
-                    "(for evaluation set INPUT.LOAD_SEM_SEG_IN_TEST True)"
+                    f"{type(self).__name__}: its context ({type(self.context).__name__}) forms its "
+                    "regions and relations from the ground truth: it needs semantic targets in "
+                    "training and at inference (for evaluation set INPUT.LOAD_SEM_SEG_IN_TEST True)"
                 )
             out = self.context(x, targets)
         else:
@@ -257,21 +278,32 @@ class ContextHead(nn.Module):
     def upsample(self, logits: Tensor) -> Tensor:
         """Bilinear upsampling by the feature stride, to the padded input resolution."""
         return F.interpolate(
-            logits, scale_factor=self.feature_stride, mode="bilinear", align_corners=self.align_corners
+            logits,
+            scale_factor=self.feature_stride,
+            mode="bilinear",
+            align_corners=self.align_corners,
         )
 
-    def losses(self, logits: Tensor, aux_logits: Optional[Tensor], targets: Optional[Tensor]) -> Dict[str, Tensor]:
+    def losses(
+        self, logits: Tensor, aux_logits: Optional[Tensor], targets: Optional[Tensor]
+    ) -> Dict[str, Tensor]:
         """The final loss and that of the auxiliary branch (if any), on logits upsampled to the
         labels' resolution."""
         if targets is None:
             raise ValueError(f"{type(self).__name__} needs semantic targets in training")
-        losses = {"loss_sem_seg": self.loss(self._to_labels(logits, targets), targets) * self.loss_weight}
+        losses = {
+            "loss_sem_seg": self.loss(self._to_labels(logits, targets), targets) * self.loss_weight
+        }
         if aux_logits is not None:
-            losses["loss_sem_seg_aux"] = self.aux_loss(self._to_labels(aux_logits, targets), targets) * self.aux_loss_weight
+            losses["loss_sem_seg_aux"] = (
+                self.aux_loss(self._to_labels(aux_logits, targets), targets) * self.aux_loss_weight
+            )
         return losses
 
     def _to_labels(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        return F.interpolate(
+            logits, size=targets.shape[-2:], mode="bilinear", align_corners=self.align_corners
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,68 +312,108 @@ class ContextHead(nn.Module):
 def register_head_alias(base: type, name: str, context: str, doc: str, **options) -> type:
     """Register ``name`` in ``SEM_SEG_HEADS_REGISTRY``: ``base`` with ``CONTEXT = context`` and the
     given class options (e.g. ``UNSUPERVISED_REGIONS=True``)."""
-    alias = type(name, (base,), {"__doc__": doc, "__module__": base.__module__, "CONTEXT": context, **options})
+    alias = type(
+        name,
+        (base,),
+        {"__doc__": doc, "__module__": base.__module__, "CONTEXT": context, **options},
+    )
     SEM_SEG_HEADS_REGISTRY.register(alias)
     return alias
 
 
 OCRHead = register_head_alias(
-    ContextHead, "OCRHead", "ocr",
+    ContextHead,
+    "OCRHead",
+    "ocr",
     """OCR (sec. 3.3): the auxiliary branch predicts the soft object regions (supervised with
     ``aux_loss_weight``), the OCR module (``MODEL.OCR``) augments every pixel with them.""",
 )
-PPMHead = register_head_alias(ContextHead, "PPMHead", "ppm", "PSPNet head: pyramid pooling (``MODEL.PPM``).")
-ASPPHead = register_head_alias(ContextHead, "ASPPHead", "aspp", "DeepLabv3 head: ASPP (``MODEL.ASPP``).")
+PPMHead = register_head_alias(
+    ContextHead, "PPMHead", "ppm", "PSPNet head: pyramid pooling (``MODEL.PPM``)."
+)
+ASPPHead = register_head_alias(
+    ContextHead, "ASPPHead", "aspp", "DeepLabv3 head: ASPP (``MODEL.ASPP``)."
+)
 SelfAttentionHead = register_head_alias(
-    ContextHead, "SelfAttentionHead", "self_attention", "Self-attention (non-local) (``MODEL.SELF_ATTENTION``)."
+    ContextHead,
+    "SelfAttentionHead",
+    "self_attention",
+    "Self-attention (non-local) (``MODEL.SELF_ATTENTION``).",
 )
 DoubleAttentionHead = register_head_alias(
-    ContextHead, "DoubleAttentionHead", "double_attention", "A2-Net double attention (``MODEL.DOUBLE_ATTENTION``)."
+    ContextHead,
+    "DoubleAttentionHead",
+    "double_attention",
+    "A2-Net double attention (``MODEL.DOUBLE_ATTENTION``).",
 )
 DANetHead = register_head_alias(
-    ContextHead, "DANetHead", "danet",
+    ContextHead,
+    "DANetHead",
+    "danet",
     """DANet dual attention (``MODEL.DANET``; DANet's per-branch auxiliary classifiers are not
     used, so all heads share the same losses).""",
 )
 CCAttentionHead = register_head_alias(
-    ContextHead, "CCAttentionHead", "cc_attention", "CCNet recurrent criss-cross attention (``MODEL.CC_ATTENTION``)."
+    ContextHead,
+    "CCAttentionHead",
+    "cc_attention",
+    "CCNet recurrent criss-cross attention (``MODEL.CC_ATTENTION``).",
 )
 OCRNoRegionSupervisionHead = register_head_alias(
-    ContextHead, "OCRNoRegionSupervisionHead", "ocr",
+    ContextHead,
+    "OCRNoRegionSupervisionHead",
+    "ocr",
     """OCR without object-region supervision (Table 1, "w/o supervision"): ``region_branch``
     predicts the soft object regions from the auxiliary feature with no loss of its own, and
     ``aux_branch`` (same structure) is a plain stage-3 classifier carrying the auxiliary loss.""",
     UNSUPERVISED_REGIONS=True,
 )
 OCRDoubleAttentionRelationHead = register_head_alias(
-    ContextHead, "OCRDoubleAttentionRelationHead", "ocr_da_relations", 'OCR with Double-Attention relations (Table 1, "DA scheme").'
+    ContextHead,
+    "OCRDoubleAttentionRelationHead",
+    "ocr_da_relations",
+    'OCR with Double-Attention relations (Table 1, "DA scheme").',
 )
 OCRACFRelationHead = register_head_alias(
-    ContextHead, "OCRACFRelationHead", "ocr_acf_relations", 'OCR with ACFNet relations (Table 1, "ACF scheme").'
+    ContextHead,
+    "OCRACFRelationHead",
+    "ocr_acf_relations",
+    'OCR with ACFNet relations (Table 1, "ACF scheme").',
 )
 OCRGroundTruthHead = register_head_alias(
-    ContextHead, "OCRGroundTruthHead", "ocr_gt_oracle",
+    ContextHead,
+    "OCRGroundTruthHead",
+    "ocr_gt_oracle",
     """OCR* (sec. 3.4): regions and relations from the ground truth, in training and at
     inference (set ``INPUT.LOAD_SEM_SEG_IN_TEST True``). The optional auxiliary branch is plain
     deep supervision.""",
 )
 CoarseOnlyHead = register_head_alias(
-    ContextHead, "CoarseOnlyHead", "coarse_only",
+    ContextHead,
+    "CoarseOnlyHead",
+    "coarse_only",
     """Prediction from stage 3 only (supplementary Table 1): reads
     ``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE`` with the main loss and no auxiliary loss.""",
 )
 FineOnlyHead = register_head_alias(
-    ContextHead, "FineOnlyHead", "fine",
+    ContextHead,
+    "FineOnlyHead",
+    "fine",
     """Prediction from stage 4 only (supplementary Table 1): 3x3 conv to ``MODEL.OCR.MID_CHANNELS``,
-    no context. An auxiliary branch is used only if ``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE`` is set.""",
+    no context. An auxiliary branch is used only if ``MODEL.SEM_SEG_HEAD.AUX_IN_FEATURE`` """
+    "is set.",
 )
 LabelEnsembleHead = register_head_alias(
-    ContextHead, "LabelEnsembleHead", "fine",
+    ContextHead,
+    "LabelEnsembleHead",
+    "fine",
     """Label ensemble (supplementary sec. A): ``(1 - w) * fine + w * coarse`` logits, with
     ``w = MODEL.COARSE_TO_FINE.ENSEMBLE_WEIGHT`` and the coarse map from the auxiliary branch.""",
     ENSEMBLE_WITH_AUX=True,
 )
 LabelRefinementHead = register_head_alias(
-    ContextHead, "LabelRefinementHead", "label_refinement",
+    ContextHead,
+    "LabelRefinementHead",
+    "label_refinement",
     "Label refinement (supplementary sec. A): the fine branch over ``[stage 4, softmax(coarse)]``.",
 )

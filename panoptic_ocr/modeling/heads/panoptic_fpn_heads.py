@@ -9,6 +9,7 @@ that consumes soft object regions gets them from a 1x1 classifier on the same fu
 supervised (``AUX_LOSS_WEIGHT``) by the panoptic semantic labels: the stuff classes plus one
 "things" class, as in Detectron2's ``*_panoptic_separated`` data.
 """
+
 from typing import Dict, Optional, Tuple
 
 from detectron2.config import CfgNode, configurable
@@ -53,17 +54,26 @@ class ContextSemSegFPNHead(SemSegFPNHead):
         if context.consumes not in (FEATURES, REGIONS) or context.reads_aux_feature:
             raise ValueError(
                 f"{name}: the context {type(context).__name__} needs "
-                f"{'the labels at inference' if context.consumes not in (FEATURES, REGIONS) else 'a stage-3 feature'}, "
+                f"""{
+                    "the labels at inference"
+                    if context.consumes not in (FEATURES, REGIONS)
+                    else "a stage-3 feature"
+                }, """
                 "which Panoptic-FPN's semantic branch does not have"
             )
         if context.consumes == REGIONS and region_branch is None:
-            raise ValueError(f"{name}: the context {type(context).__name__} consumes soft object regions: pass region_branch")
+            raise ValueError(
+                f"{name}: the context {type(context).__name__} consumes soft object regions: "
+                "pass region_branch"
+            )
         self.context = context
         self.region_branch = region_branch
         self.aux_loss_weight = aux_loss_weight
         self.predictor = classifier(context.out_channels, self.predictor.out_channels)
         self.loss = loss if loss is not None else CrossEntropyLoss(ignore_value=self.ignore_value)
-        self.aux_loss = aux_loss if aux_loss is not None else CrossEntropyLoss(ignore_value=self.ignore_value)
+        self.aux_loss = (
+            aux_loss if aux_loss is not None else CrossEntropyLoss(ignore_value=self.ignore_value)
+        )
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> Dict:
@@ -102,25 +112,41 @@ class ContextSemSegFPNHead(SemSegFPNHead):
         logits, regions = self.layers_with_regions(features)
         if self.training:
             return None, self.context_losses(logits, regions, targets)
-        return F.interpolate(logits, scale_factor=self.common_stride, mode="bilinear", align_corners=False), {}
+        return F.interpolate(
+            logits, scale_factor=self.common_stride, mode="bilinear", align_corners=False
+        ), {}
 
-    def context_losses(self, logits: Tensor, regions: Optional[Tensor], targets: Tensor) -> Dict[str, Tensor]:
+    def context_losses(
+        self, logits: Tensor, regions: Optional[Tensor], targets: Tensor
+    ) -> Dict[str, Tensor]:
         """``loss_sem_seg`` and, with regions, ``loss_sem_seg_aux``, through the loss seam."""
-        main = F.interpolate(logits.float(), scale_factor=self.common_stride, mode="bilinear", align_corners=False)
+        main = F.interpolate(
+            logits.float(), scale_factor=self.common_stride, mode="bilinear", align_corners=False
+        )
         losses = {"loss_sem_seg": self.loss(main, targets) * self.loss_weight}
         if regions is not None:
-            aux = F.interpolate(regions.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
+            aux = F.interpolate(
+                regions.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False
+            )
             losses["loss_sem_seg_aux"] = self.aux_loss(aux, targets) * self.aux_loss_weight
         return losses
 
 
 OCRSemSegFPNHead = register_head_alias(
-    ContextSemSegFPNHead, "OCRSemSegFPNHead", "ocr",
+    ContextSemSegFPNHead,
+    "OCRSemSegFPNHead",
+    "ocr",
     "Panoptic-FPN + OCR: soft object regions from the fused FPN map, OCR module (``MODEL.OCR``).",
 )
 PPMSemSegFPNHead = register_head_alias(
-    ContextSemSegFPNHead, "PPMSemSegFPNHead", "ppm", "Panoptic-FPN + PPM (``MODEL.PPM``) on the fused FPN map."
+    ContextSemSegFPNHead,
+    "PPMSemSegFPNHead",
+    "ppm",
+    "Panoptic-FPN + PPM (``MODEL.PPM``) on the fused FPN map.",
 )
 ASPPSemSegFPNHead = register_head_alias(
-    ContextSemSegFPNHead, "ASPPSemSegFPNHead", "aspp", "Panoptic-FPN + ASPP (``MODEL.ASPP``) on the fused FPN map."
+    ContextSemSegFPNHead,
+    "ASPPSemSegFPNHead",
+    "aspp",
+    "Panoptic-FPN + ASPP (``MODEL.ASPP``) on the fused FPN map.",
 )

@@ -1,5 +1,6 @@
 """The project's semantic segmentor: Detectron2's ``SemanticSegmentor`` with exact padding,
 reduced-precision and sliding-window inference."""
+
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -65,7 +66,9 @@ class OCRSemanticSegmentor(SemanticSegmentor):
             size_divisibility = max(s.stride for s in self.backbone.output_shape().values())
         self.size_divisibility = max(size_divisibility, self.backbone.size_divisibility)
         if inference_dtype not in INFERENCE_DTYPES:
-            raise ValueError(f"MODEL.INFERENCE_DTYPE must be one of {INFERENCE_DTYPES}, got {inference_dtype!r}")
+            raise ValueError(
+                f"MODEL.INFERENCE_DTYPE must be one of {INFERENCE_DTYPES}, got {inference_dtype!r}"
+            )
         self.inference_dtype = inference_dtype
         self.inference_channels_last = inference_channels_last
 
@@ -83,20 +86,35 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         """Batch ``[C, H_i, W_i]`` (or ``[H_i, W_i]``) tensors, padded with ``pad_value`` to a
         common size that is a multiple of ``size_divisibility``."""
         return ImageList.from_tensors(
-            tensors, self.size_divisibility, pad_value, padding_constraints=self.backbone.padding_constraints
+            tensors,
+            self.size_divisibility,
+            pad_value,
+            padding_constraints=self.backbone.padding_constraints,
         )
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalised (``(image - PIXEL_MEAN) / PIXEL_STD``) and padded batch of the inputs'
         ``image`` ``[3, H, W]``: an ``ImageList`` of ``[N, 3, H', W']``."""
-        return self.pad([(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs])
+        return self.pad(
+            [
+                (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
+                for x in batched_inputs
+            ]
+        )
 
     def _window(self, sliding_window: WindowArg) -> Optional[SlidingWindow]:
-        return self.sliding_window if sliding_window == BUILT_WINDOW else SlidingWindow.of(sliding_window)
+        return (
+            self.sliding_window
+            if sliding_window == BUILT_WINDOW
+            else SlidingWindow.of(sliding_window)
+        )
 
-    def check_input_sizes(self, batched_inputs: List[Dict], sliding_window: WindowArg = BUILT_WINDOW) -> None:
+    def check_input_sizes(
+        self, batched_inputs: List[Dict], sliding_window: WindowArg = BUILT_WINDOW
+    ) -> None:
         """Refuse (``ValueError``) an input whose padded image or ``height x width`` output would
-        exceed ``max_input_pixels``; nothing is checked when it is None, or while tracing (export)."""
+        exceed ``max_input_pixels``; nothing is checked when it is None, or while tracing
+        (export)."""
         window = self._window(sliding_window)
         if self.max_input_pixels is None or torch.jit.is_tracing():
             return
@@ -111,7 +129,13 @@ class OCRSemanticSegmentor(SemanticSegmentor):
             for ph, pw, how in padded:
                 check_input_pixels(ph, pw, self.max_input_pixels, how=how, **common)
             height, width = inp.get("height", h), inp.get("width", w)
-            check_input_pixels(height, width, self.max_input_pixels, how="resized to its output height x width", **common)
+            check_input_pixels(
+                height,
+                width,
+                self.max_input_pixels,
+                how="resized to its output height x width",
+                **common,
+            )
 
     def forward(self, batched_inputs: List[Dict], sliding_window: WindowArg = BUILT_WINDOW):
         """Losses (training) or one ``{"sem_seg": [K, height, width]}`` per input (inference).
@@ -129,8 +153,9 @@ class OCRSemanticSegmentor(SemanticSegmentor):
             targets = self.pad(targets, self.sem_seg_head.ignore_value).tensor
         elif not self.training and getattr(self.sem_seg_head, "uses_targets_at_inference", False):
             raise ValueError(
-                f"{type(self.sem_seg_head).__name__} uses the ground truth at inference: every input "
-                "needs 'sem_seg' (for the test loader set INPUT.LOAD_SEM_SEG_IN_TEST True)"
+                f"{type(self.sem_seg_head).__name__} uses the ground truth at inference: "
+                "every input needs 'sem_seg' (for the test loader set "
+                "INPUT.LOAD_SEM_SEG_IN_TEST True)"
             )
 
         if self.training:
@@ -165,7 +190,13 @@ class OCRSemanticSegmentor(SemanticSegmentor):
             h, w = image.shape[-2:]
             target = None if targets is None else targets[i, :h, :w]
             logits = self.sliding_window_logits(image, target, window)
-            processed.append({"sem_seg": postprocess_logits(logits, (h, w), inp.get("height", h), inp.get("width", w))})
+            processed.append(
+                {
+                    "sem_seg": postprocess_logits(
+                        logits, (h, w), inp.get("height", h), inp.get("width", w)
+                    )
+                }
+            )
         return processed
 
     def sliding_window_logits(
@@ -179,17 +210,23 @@ class OCRSemanticSegmentor(SemanticSegmentor):
         :func:`~panoptic_ocr.modeling.sliding_window.sliding_window_logits`)."""
         window = self._window(window)
         if window is None:
-            raise ValueError("sliding_window_logits needs a window: the model was built without one")
+            raise ValueError(
+                "sliding_window_logits needs a window: the model was built without one"
+            )
         ignore = self.sem_seg_head.ignore_value
 
-        def segment(crops: List[torch.Tensor], crop_targets: Optional[List[torch.Tensor]]) -> torch.Tensor:
+        def segment(
+            crops: List[torch.Tensor], crop_targets: Optional[List[torch.Tensor]]
+        ) -> torch.Tensor:
             padded_targets = None if crop_targets is None else self.pad(crop_targets, ignore).tensor
             return self._segment(self.pad(crops).tensor, padded_targets)
 
         return sliding_window_logits(segment, image, window, target, ignore)
 
 
-def postprocess_logits(logits: torch.Tensor, image_size: Tuple[int, int], height: int, width: int) -> torch.Tensor:
+def postprocess_logits(
+    logits: torch.Tensor, image_size: Tuple[int, int], height: int, width: int
+) -> torch.Tensor:
     """Detectron2's ``sem_seg_postprocess`` (crop the padding ``[K, H', W'] -> [K, h, w]``, then
     bilinear resize to ``[K, height, width]``), without the resize when the sizes already match:
     a same-size bilinear resize is the identity, so the result is the same, one full-resolution
