@@ -1,4 +1,5 @@
 """Shared test set-up: CPU only, a small thread count, toy data in a per-session folder."""
+
 import os
 from pathlib import Path
 
@@ -11,10 +12,17 @@ os.environ.setdefault("DETECTRON2_DATASETS", str(REPO_ROOT / "datasets"))
 
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (PYTEST_XDIST_WORKER set) the workers share the cores: one thread each,
+# in the subprocesses that the tests start too (unless the caller set OMP_NUM_THREADS).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+from detectron2.config import get_cfg  # noqa: E402
 
 import panoptic_ocr  # noqa: E402,F401  (registers everything)
-from detectron2.config import get_cfg  # noqa: E402
 
 
 def make_cfg(config_file: str = None, opts=None):
@@ -55,3 +63,143 @@ def randomise_batchnorm(module: torch.nn.Module, seed: int = 0, spread: float = 
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * spread)
+
+
+def load_tool(name: str):
+    """The script ``tools/<name>.py`` as a module named ``name`` (loaded once, then kept in
+    ``sys.modules``), to test the logic that the tool holds: ``load_tool("benchmark_fps")``."""
+    import importlib.util
+    import sys
+
+    if name not in sys.modules:
+        path = REPO_ROOT / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it executes
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+# Shared by the test files: the quickstart config, the shared sample data, and overrides that
+# keep a quickstart (R18 + OCR) model small and its CPU training fast.
+QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+RANDOM_WEIGHTS = ["MODEL.WEIGHTS", "", "MODEL.WEIGHTS_ALLOW_PARTIAL", "True"]
+TINY_OCR = [
+    "MODEL.OCR.MID_CHANNELS",
+    "32",
+    "MODEL.OCR.KEY_CHANNELS",
+    "16",
+    "MODEL.SEM_SEG_HEAD.AUX_CHANNELS",
+    "32",
+]
+FAST_TRAINING = TINY_OCR + [
+    "INPUT.CROP.SIZE",
+    "(64, 64)",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "VIS.NUM_IMAGES",
+    "0",
+]
+
+
+def load_script(path: str):
+    """The script at ``path`` (repository-relative: ``"datasets/prepare_lip.py"``) as a new
+    module named after its file, executed afresh on each call (module-level defaults see the
+    current environment) with the script's folder first on ``sys.path``, as ``python <path>``
+    has it (``demo/demo.py`` imports ``runner`` from beside it)."""
+    import importlib.util
+    import sys
+
+    file = REPO_ROOT / path
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(file.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(file.parent))
+    return module
+
+
+@pytest.fixture
+def quiet_setup_logger(monkeypatch):
+    """Detectron2's ``setup_logger`` as a no-op (returning the logger) for this test, in every
+    loaded module that imported it and in those loaded meanwhile: called in the test process it
+    would bind a handler to this test's captured stdout and stop the project's loggers
+    propagating (to caplog) for the rest of the worker's tests."""
+    import logging
+    import sys
+    import types
+
+    from detectron2.utils import logger as d2_logger
+
+    original = d2_logger.setup_logger
+
+    def setup_logger(*args, name="detectron2", **kwargs):
+        return logging.getLogger(name)
+
+    def modules_holding(function):
+        return [
+            module
+            for module in list(sys.modules.values())
+            if isinstance(module, types.ModuleType)
+            and module.__dict__.get("setup_logger") is function
+        ]
+
+    for module in modules_holding(original):  # detectron2.utils.logger among them
+        monkeypatch.setattr(module, "setup_logger", setup_logger)
+    yield
+    for module in modules_holding(setup_logger):  # those imported during the test
+        module.setup_logger = original
+
+
+@pytest.fixture
+def run_main(capsys, quiet_setup_logger):
+    """``run_main(main, argv)``: a script's ``main(argv)`` called in this process (no second
+    torch import) instead of ``python <script> argv``: ``(status, stdout, stderr)``, with
+    ``quiet_setup_logger``."""
+
+    def run(main, argv):
+        capsys.readouterr()
+        status = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run
+
+
+# pytest-xdist (`make test`: -n 2 --dist loadfile) hands whole files to the workers in the
+# order of this list first, then in collection order; its default reordering (most tests first)
+# is turned off, as it would start the slow files of few tests last, one worker running alone
+# at the end. Slowest first (measured on 2 shared cores; update when a file's cost changes).
+SLOW_FILES_FIRST = (
+    "test_panoptic_fpn.py",
+    "test_resume.py",
+    "test_launch.py",
+    "test_released_checkpoints.py",
+    "test_training.py",
+    "test_weight_safety.py",
+    "test_inference.py",
+    "test_global_state.py",
+    "test_export.py",
+    "test_custom_dataset.py",
+    "test_context_heads.py",
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist installed
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a serial run keeps pytest's order
+        rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files whole

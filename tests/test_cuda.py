@@ -12,6 +12,7 @@ two devices then differ only by the order of float32 sums, about 1e-6 relative p
 while a wrong kernel, layout or window/flip bookkeeping gives differences of the order of the
 values themselves. The bounds below are stated where they are used.
 """
+
 import math
 import re
 import subprocess
@@ -20,12 +21,12 @@ from typing import Dict, List, Sequence
 
 import pytest
 import torch
+from conftest import REPO_ROOT, load_tool, make_cfg, randomise_batchnorm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_model, build_sem_seg_head
 from detectron2.utils.env import seed_all_rng
 
-from conftest import REPO_ROOT, load_tool, make_cfg, randomise_batchnorm
 from panoptic_ocr import setup_cfg
 from panoptic_ocr.engine import Trainer
 from panoptic_ocr.modeling.heads import ContextHead
@@ -36,24 +37,42 @@ from panoptic_ocr.modeling.test_time_augmentation import SemanticSegmentorWithTT
 # The precision-agreement helpers of the whole-model FPS tool (tools/benchmark_fps.py).
 _fps = load_tool("benchmark_fps")
 agreement, fit_classifier_, make_image, read_label = (
-    _fps.agreement, _fps.fit_classifier_, _fps.make_image, _fps.read_label
+    _fps.agreement,
+    _fps.fit_classifier_,
+    _fps.make_image,
+    _fps.read_label,
 )
 
 pytestmark = pytest.mark.cuda
 
 HAS_CUDA = torch.cuda.is_available()
-requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA (no GPU here): run tools/gpu_check.sh on a GPU machine")
+requires_cuda = pytest.mark.skipif(
+    not HAS_CUDA, reason="needs CUDA (no GPU here): run tools/gpu_check.sh on a GPU machine"
+)
 requires_two_gpus = pytest.mark.skipif(
     torch.cuda.device_count() < 2 if HAS_CUDA else True,
     reason="needs 2 CUDA devices for a 2-process NCCL run (torch.cuda.device_count() < 2)",
 )
 
 QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
-# The quick start shrunk as tests/test_training.py shrinks it (narrow OCR, small crops, no workers).
+# The quick start shrunk as tests/engine/test_training.py shrinks it (narrow OCR, small crops, no workers).
 SMALL_TRAINING = [
-    "MODEL.OCR.MID_CHANNELS", "64", "MODEL.OCR.KEY_CHANNELS", "32", "MODEL.SEM_SEG_HEAD.AUX_CHANNELS", "64",
-    "INPUT.CROP.SIZE", "(96, 96)", "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0",
-    "SOLVER.WARMUP_ITERS", "0", "VIS.NUM_IMAGES", "0",
+    "MODEL.OCR.MID_CHANNELS",
+    "64",
+    "MODEL.OCR.KEY_CHANNELS",
+    "32",
+    "MODEL.SEM_SEG_HEAD.AUX_CHANNELS",
+    "64",
+    "INPUT.CROP.SIZE",
+    "(96, 96)",
+    "SOLVER.IMS_PER_BATCH",
+    "4",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SOLVER.WARMUP_ITERS",
+    "0",
+    "VIS.NUM_IMAGES",
+    "0",
 ]
 ALL_BN = ["MODEL.RESNETS.NORM", "BN", "MODEL.SEM_SEG_HEAD.NORM", "BN"]
 NUM_TOY_CLASSES = 7  # MODEL.SEM_SEG_HEAD.NUM_CLASSES of the quick start
@@ -78,39 +97,88 @@ def assert_close_to_scale(
     assert torch.isfinite(actual).all(), f"{what}: non-finite values"
     scale = max(float(expected.abs().max()), min_scale)
     diff = float((actual - expected).abs().max())
-    assert diff <= fraction * scale + 1e-12, f"{what}: max abs diff {diff:.3g} > {fraction} x {scale:.3g}"
+    assert diff <= fraction * scale + 1e-12, (
+        f"{what}: max abs diff {diff:.3g} > {fraction} x {scale:.3g}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Every registered head, forward and backward on CUDA at odd sizes, against the CPU
 # ----------------------------------------------------------------------------------------------
 NUM_CLASSES = 5
-CONTEXT_HEADS = sorted(n for n, c in SEM_SEG_HEADS_REGISTRY if isinstance(c, type) and issubclass(c, ContextHead) and c.CONTEXT)
-FPN_HEADS = sorted(
-    n for n, c in SEM_SEG_HEADS_REGISTRY if isinstance(c, type) and issubclass(c, ContextSemSegFPNHead) and c.CONTEXT
+CONTEXT_HEADS = sorted(
+    n
+    for n, c in SEM_SEG_HEADS_REGISTRY
+    if isinstance(c, type) and issubclass(c, ContextHead) and c.CONTEXT
 )
-# Narrow widths of every context, as tests/test_context_heads.py builds them, and no dropout:
+FPN_HEADS = sorted(
+    n
+    for n, c in SEM_SEG_HEADS_REGISTRY
+    if isinstance(c, type) and issubclass(c, ContextSemSegFPNHead) and c.CONTEXT
+)
+# Narrow widths of every context, as tests/modeling/test_context_heads.py builds them, and no dropout:
 # its masks come from each device's own generator, so only without it is a training forward
 # the same on both devices.
 DROPOUT_KEYS = ["SEM_SEG_HEAD.AUX_DROPOUT"] + [
-    f"{node}.DROPOUT" for node in ("OCR", "PPM", "ASPP", "SELF_ATTENTION", "DOUBLE_ATTENTION", "DANET", "CC_ATTENTION")
+    f"{node}.DROPOUT"
+    for node in (
+        "OCR",
+        "PPM",
+        "ASPP",
+        "SELF_ATTENTION",
+        "DOUBLE_ATTENTION",
+        "DANET",
+        "CC_ATTENTION",
+    )
 ]
 SMALL_HEAD = [x for key in DROPOUT_KEYS for x in ("MODEL." + key, "0.0")] + [
-    "MODEL.SEM_SEG_HEAD.NORM", "BN", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(NUM_CLASSES),
-    "MODEL.SEM_SEG_HEAD.AUX_CHANNELS", "8",
-    "MODEL.PPM.BRANCH_CHANNELS", "8", "MODEL.PPM.OUT_CHANNELS", "16", "MODEL.ASPP.CHANNELS", "16",
-    "MODEL.SELF_ATTENTION.MID_CHANNELS", "16", "MODEL.SELF_ATTENTION.KEY_CHANNELS", "8",
-    "MODEL.DOUBLE_ATTENTION.MID_CHANNELS", "16", "MODEL.DOUBLE_ATTENTION.KEY_CHANNELS", "8",
-    "MODEL.DOUBLE_ATTENTION.NUM_REGIONS", "4",
-    "MODEL.DANET.MID_CHANNELS", "16", "MODEL.DANET.QK_CHANNELS", "4",
-    "MODEL.CC_ATTENTION.MID_CHANNELS", "16", "MODEL.CC_ATTENTION.QK_CHANNELS", "4",
-    "MODEL.OCR.MID_CHANNELS", "16", "MODEL.OCR.KEY_CHANNELS", "8",
+    "MODEL.SEM_SEG_HEAD.NORM",
+    "BN",
+    "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+    str(NUM_CLASSES),
+    "MODEL.SEM_SEG_HEAD.AUX_CHANNELS",
+    "8",
+    "MODEL.PPM.BRANCH_CHANNELS",
+    "8",
+    "MODEL.PPM.OUT_CHANNELS",
+    "16",
+    "MODEL.ASPP.CHANNELS",
+    "16",
+    "MODEL.SELF_ATTENTION.MID_CHANNELS",
+    "16",
+    "MODEL.SELF_ATTENTION.KEY_CHANNELS",
+    "8",
+    "MODEL.DOUBLE_ATTENTION.MID_CHANNELS",
+    "16",
+    "MODEL.DOUBLE_ATTENTION.KEY_CHANNELS",
+    "8",
+    "MODEL.DOUBLE_ATTENTION.NUM_REGIONS",
+    "4",
+    "MODEL.DANET.MID_CHANNELS",
+    "16",
+    "MODEL.DANET.QK_CHANNELS",
+    "4",
+    "MODEL.CC_ATTENTION.MID_CHANNELS",
+    "16",
+    "MODEL.CC_ATTENTION.QK_CHANNELS",
+    "4",
+    "MODEL.OCR.MID_CHANNELS",
+    "16",
+    "MODEL.OCR.KEY_CHANNELS",
+    "8",
 ]
-CONTEXT_SHAPES = {"res4": ShapeSpec(channels=24, stride=8), "res5": ShapeSpec(channels=32, stride=8)}
+CONTEXT_SHAPES = {
+    "res4": ShapeSpec(channels=24, stride=8),
+    "res5": ShapeSpec(channels=32, stride=8),
+}
 FPN_SHAPES = {f"p{i}": ShapeSpec(channels=16, stride=2**i) for i in range(2, 6)}
 FPN_OPTS = [
-    "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2', 'p3', 'p4', 'p5']", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
-    "MODEL.SEM_SEG_HEAD.COMMON_STRIDE", "4",
+    "MODEL.SEM_SEG_HEAD.IN_FEATURES",
+    "['p2', 'p3', 'p4', 'p5']",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "32",
+    "MODEL.SEM_SEG_HEAD.COMMON_STRIDE",
+    "4",
 ]
 
 
@@ -127,11 +195,16 @@ def _head_and_data(name: str, batch: int = 2):
     g = torch.Generator().manual_seed(1)
     if fpn:  # p5 is 3 x 5 (odd); the levels above it double, as an FPN's do
         h, w = 3, 5
-        feats = {f"p{i}": torch.randn(batch, 16, h * 2 ** (5 - i), w * 2 ** (5 - i), generator=g) for i in range(2, 6)}
+        feats = {
+            f"p{i}": torch.randn(batch, 16, h * 2 ** (5 - i), w * 2 ** (5 - i), generator=g)
+            for i in range(2, 6)
+        }
         label_size = (h * 32, w * 32)
     else:
         h, w = 13, 19
-        feats = {k: torch.randn(batch, s.channels, h, w, generator=g) for k, s in CONTEXT_SHAPES.items()}
+        feats = {
+            k: torch.randn(batch, s.channels, h, w, generator=g) for k, s in CONTEXT_SHAPES.items()
+        }
         label_size = (h * 8, w * 8)
     targets = torch.randint(0, NUM_CLASSES, (batch, *label_size), generator=g)
     targets[:, :5, :7] = 255
@@ -170,12 +243,16 @@ def test_every_registered_head_trains_and_infers_on_cuda_as_on_cpu(name, exact_f
         assert value.device.type == "cuda" and torch.isfinite(value)
         assert_close_to_scale(value, cpu_losses[key], 1e-4, f"{name} {key}")
     params = dict(cuda_head.named_parameters())
-    assert set(cuda_grads) == set(cpu_grads) == set(params), f"{name}: parameters without a gradient"
+    assert set(cuda_grads) == set(cpu_grads) == set(params), (
+        f"{name}: parameters without a gradient"
+    )
     largest = max(float(g.abs().max()) for g in cpu_grads.values())
     assert largest > 0
     for param_name, grad in cuda_grads.items():
         assert grad.device.type == "cuda"
-        assert_close_to_scale(grad, cpu_grads[param_name], 1e-3, f"{name} grad of {param_name}", 1e-3 * largest)
+        assert_close_to_scale(
+            grad, cpu_grads[param_name], 1e-3, f"{name} grad of {param_name}", 1e-3 * largest
+        )
 
     cuda_head.eval()
     eval_targets = cuda_targets if getattr(cuda_head, "uses_targets_at_inference", False) else None
@@ -212,7 +289,9 @@ def toy_val_image():
     record = DatasetCatalog.get("toy_scenes_sem_seg_val")[0]
     size = tuple(cv2.imread(record["file_name"]).shape[:2])
     image = make_image(size, record["file_name"], 0)
-    return {"image": image, "height": size[0], "width": size[1]}, read_label(size, record["sem_seg_file_name"])
+    return {"image": image, "height": size[0], "width": size[1]}, read_label(
+        size, record["sem_seg_file_name"]
+    )
 
 
 def _fitted_quickstart_model(device: str, inputs: List[Dict], label: torch.Tensor):
@@ -232,7 +311,9 @@ def _fitted_quickstart_model(device: str, inputs: List[Dict], label: torch.Tenso
 
 @requires_cuda
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_inference_builder_reduced_precision_on_cuda_agrees_with_float32(dtype, toy_val_image, exact_float32):
+def test_inference_builder_reduced_precision_on_cuda_agrees_with_float32(
+    dtype, toy_val_image, exact_float32
+):
     inp, label = toy_val_image
     inputs = [{**inp, "image": inp["image"].cuda()}]
     cfg, model = _fitted_quickstart_model("cuda", inputs, label)
@@ -242,9 +323,13 @@ def test_inference_builder_reduced_precision_on_cuda_agrees_with_float32(dtype, 
     inference = build_inference_model(cfg, model)
     assert inference is not model
     convs = [m for m in inference.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(c.weight.dtype == getattr(torch, dtype) and c.weight.is_cuda for c in convs)
+    assert convs and all(
+        c.weight.dtype == getattr(torch, dtype) and c.weight.is_cuda for c in convs
+    )
     seen = []
-    handles = [c.register_forward_hook(lambda mod, args, out: seen.append(out.dtype)) for c in convs]
+    handles = [
+        c.register_forward_hook(lambda mod, args, out: seen.append(out.dtype)) for c in convs
+    ]
     with torch.no_grad():
         out = inference(inputs)[0]["sem_seg"]
         ref = model(inputs)[0]["sem_seg"]
@@ -282,8 +367,16 @@ def test_amp_training_on_cuda_lowers_loss_and_resumes_its_grad_scaler(tmp_path):
     seed_all_rng(0)
     iters = 40
     cfg = _cuda_training_cfg(
-        tmp_path, *ALL_BN, "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", str(iters),
-        "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()",
+        tmp_path,
+        *ALL_BN,
+        "SOLVER.AMP.ENABLED",
+        "True",
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100000",
+        "DATASETS.TEST",
+        "()",
     )
     first = Trainer(cfg)
     scaler = first._trainer.grad_scaler  # Detectron2's AMPTrainer
@@ -307,7 +400,9 @@ def test_amp_training_on_cuda_lowers_loss_and_resumes_its_grad_scaler(tmp_path):
     assert second.start_iter == iters
     assert second._trainer.grad_scaler.state_dict() == state
     second.train()
-    assert [it for _, it in second.storage.history("total_loss").values()] == list(range(iters, iters + 3))
+    assert [it for _, it in second.storage.history("total_loss").values()] == list(
+        range(iters, iters + 3)
+    )
     assert all(math.isfinite(v) for v in _losses(second))
 
 
@@ -316,7 +411,15 @@ def test_syncbn_trains_in_one_process_on_cuda(tmp_path):
     """The config's SyncBN stays torch's SyncBatchNorm on CUDA (no naiveSyncBN rewrite) and
     trains in a single process: finite losses, running statistics updated."""
     seed_all_rng(0)
-    cfg = _cuda_training_cfg(tmp_path, "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()")
+    cfg = _cuda_training_cfg(
+        tmp_path,
+        "SOLVER.MAX_ITER",
+        "3",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100000",
+        "DATASETS.TEST",
+        "()",
+    )
     assert cfg.MODEL.RESNETS.NORM == cfg.MODEL.SEM_SEG_HEAD.NORM == "SyncBN"
     trainer = Trainer(cfg)
     syncbn = [m for m in trainer.model.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
@@ -330,8 +433,17 @@ def test_syncbn_trains_in_one_process_on_cuda(tmp_path):
 
 def _train_net(args: Sequence[str], timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "train_net.py"), "--config-file", str(REPO_ROOT / QUICKSTART), *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        [
+            sys.executable,
+            str(REPO_ROOT / "train_net.py"),
+            "--config-file",
+            str(REPO_ROOT / QUICKSTART),
+            *args,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -350,15 +462,40 @@ def test_two_process_nccl_training_evaluates_as_one_process(tmp_path):
     equals a 1-process ``--eval-only`` of the same weights (the confusion matrix sums integer
     counts; 0.01 absorbs the 4-decimal print and argmax ties between the two GPUs' kernels)."""
     two = tmp_path / "two"
-    out = _train_net(["--num-gpus", "2", "--dist-url", "auto", *SMALL_TRAINING, "SOLVER.MAX_ITER", "10",
-                      "MODEL.DEVICE", "cuda", "OUTPUT_DIR", str(two)])
+    out = _train_net(
+        [
+            "--num-gpus",
+            "2",
+            "--dist-url",
+            "auto",
+            *SMALL_TRAINING,
+            "SOLVER.MAX_ITER",
+            "10",
+            "MODEL.DEVICE",
+            "cuda",
+            "OUTPUT_DIR",
+            str(two),
+        ]
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     log = (two / "log.txt").read_text()
     assert "naiveSyncBN" not in log
     two_metrics = _copypaste_metrics(log)
     one = tmp_path / "one"
-    out = _train_net(["--num-gpus", "1", "--eval-only", *SMALL_TRAINING, "MODEL.DEVICE", "cuda",
-                      "MODEL.WEIGHTS", str(two / "model_final.pth"), "OUTPUT_DIR", str(one)])
+    out = _train_net(
+        [
+            "--num-gpus",
+            "1",
+            "--eval-only",
+            *SMALL_TRAINING,
+            "MODEL.DEVICE",
+            "cuda",
+            "MODEL.WEIGHTS",
+            str(two / "model_final.pth"),
+            "OUTPUT_DIR",
+            str(one),
+        ]
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     one_metrics = _copypaste_metrics((one / "log.txt").read_text())
     assert set(one_metrics) == set(two_metrics) and "mIoU" in one_metrics
@@ -382,14 +519,30 @@ def test_sliding_window_inference_on_cuda_equals_cpu(toy_val_image, exact_float3
     """Overlapping 96x96 windows (stride 64, 2 per batch) over the val image: the CUDA logits
     equal the CPU's within 1e-3 of their largest magnitude (float32 reassociation)."""
     inp, _ = toy_val_image
-    cfg, model = _quickstart_model(["TEST.SLIDING_WINDOW.ENABLED", "True", "TEST.SLIDING_WINDOW.SIZE", "(96, 96)",
-                                    "TEST.SLIDING_WINDOW.STRIDE", "(64, 64)", "TEST.SLIDING_WINDOW.BATCH_SIZE", "2"])
+    cfg, model = _quickstart_model(
+        [
+            "TEST.SLIDING_WINDOW.ENABLED",
+            "True",
+            "TEST.SLIDING_WINDOW.SIZE",
+            "(96, 96)",
+            "TEST.SLIDING_WINDOW.STRIDE",
+            "(64, 64)",
+            "TEST.SLIDING_WINDOW.BATCH_SIZE",
+            "2",
+        ]
+    )
     assert model.sliding_window is not None and min(inp["height"], inp["width"]) > 96
     with torch.no_grad():
         cpu = build_inference_model(cfg, model)([inp])[0]["sem_seg"]
         cuda_model = model.to("cuda")
-        cuda = build_inference_model(cfg, cuda_model)([{**inp, "image": inp["image"].cuda()}])[0]["sem_seg"]
-    assert cuda.is_cuda and cuda.shape == cpu.shape == (NUM_TOY_CLASSES, inp["height"], inp["width"])
+        cuda = build_inference_model(cfg, cuda_model)([{**inp, "image": inp["image"].cuda()}])[0][
+            "sem_seg"
+        ]
+    assert cuda.is_cuda and cuda.shape == cpu.shape == (
+        NUM_TOY_CLASSES,
+        inp["height"],
+        inp["width"],
+    )
     assert_close_to_scale(cuda, cpu, 1e-3, "sliding-window logits")
 
 
@@ -398,12 +551,22 @@ def test_tta_on_cuda_equals_cpu(toy_val_image, exact_float32):
     """Scales (0.75, 1.0) and flips: the averaged probabilities on CUDA equal the CPU's within
     1e-3 (probabilities in [0, 1]; float32 reassociation and bilinear resizing ~1e-6)."""
     inp, _ = toy_val_image
-    cfg, model = _quickstart_model(["TEST.AUG.ENABLED", "True", "TEST.AUG.SCALES", "(0.75, 1.0)", "TEST.AUG.FLIP", "True"])
+    cfg, model = _quickstart_model(
+        ["TEST.AUG.ENABLED", "True", "TEST.AUG.SCALES", "(0.75, 1.0)", "TEST.AUG.FLIP", "True"]
+    )
     with torch.no_grad():
-        cpu = build_inference_model(cfg, SemanticSegmentorWithTTA.from_config(cfg, model))([inp])[0]["sem_seg"]
+        cpu = build_inference_model(cfg, SemanticSegmentorWithTTA.from_config(cfg, model))([inp])[
+            0
+        ]["sem_seg"]
         tta = SemanticSegmentorWithTTA.from_config(cfg, model.to("cuda"))
-        cuda = build_inference_model(cfg, tta)([{**inp, "image": inp["image"].cuda()}])[0]["sem_seg"]
-    assert cuda.is_cuda and cuda.shape == cpu.shape == (NUM_TOY_CLASSES, inp["height"], inp["width"])
+        cuda = build_inference_model(cfg, tta)([{**inp, "image": inp["image"].cuda()}])[0][
+            "sem_seg"
+        ]
+    assert cuda.is_cuda and cuda.shape == cpu.shape == (
+        NUM_TOY_CLASSES,
+        inp["height"],
+        inp["width"],
+    )
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=1e-3)
 
 
@@ -422,15 +585,30 @@ def two_val_images():
     MetadataCatalog.remove(name)
 
 
-@pytest.mark.skipif(HAS_CUDA, reason="checks the fallback of machines without CUDA; CUDA is present here")
+@pytest.mark.skipif(
+    HAS_CUDA, reason="checks the fallback of machines without CUDA; CUDA is present here"
+)
 def test_model_device_cuda_falls_back_to_cpu_and_still_trains(tmp_path, two_val_images):
     cfg = setup_cfg(
         str(REPO_ROOT / QUICKSTART),
-        SMALL_TRAINING + ["MODEL.DEVICE", "cuda", "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "100000",
-                          "DATASETS.TEST", f'("{two_val_images}",)', "OUTPUT_DIR", str(tmp_path)],
+        SMALL_TRAINING
+        + [
+            "MODEL.DEVICE",
+            "cuda",
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100000",
+            "DATASETS.TEST",
+            f'("{two_val_images}",)',
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ],
     )
     assert cfg.MODEL.DEVICE == "cpu"
-    assert cfg.MODEL.RESNETS.NORM == cfg.MODEL.SEM_SEG_HEAD.NORM == "naiveSyncBN"  # SyncBN needs CUDA
+    assert (
+        cfg.MODEL.RESNETS.NORM == cfg.MODEL.SEM_SEG_HEAD.NORM == "naiveSyncBN"
+    )  # SyncBN needs CUDA
     trainer = Trainer(cfg)
     assert all(p.device.type == "cpu" for p in trainer.model.parameters())
     trainer.resume_or_load(resume=False)

@@ -1,4 +1,5 @@
 """Importing panoptic_ocr and building its Trainer leave Detectron2's global state untouched."""
+
 import json
 import subprocess
 import sys
@@ -19,7 +20,9 @@ import panoptic_ocr  # noqa: F401
 
 report = {
     "builtin": sorted(loaders),
-    "loader_changed": [n for n, f in loaders.items() if n not in DatasetCatalog or DatasetCatalog[n] is not f],
+    "loader_changed": [
+        n for n, f in loaders.items() if n not in DatasetCatalog or DatasetCatalog[n] is not f
+    ],
     "metadata_replaced": [n for n, m in metadata.items() if MetadataCatalog.get(n) is not m],
     "metadata_changed": [n for n, v in values.items() if MetadataCatalog.get(n).as_dict() != v],
     "added": sorted(set(DatasetCatalog.list()) - set(loaders)),
@@ -30,14 +33,22 @@ print("REPORT" + json.dumps(report))
 
 def test_import_leaves_every_detectron2_registration_untouched():
     out = subprocess.run(
-        [sys.executable, "-c", _SNAPSHOT_SCRIPT], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _SNAPSHOT_SCRIPT],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("REPORT"))[6:])
-    # The snapshot saw Detectron2's datasets, among them those the project has checked twins of.
-    assert {"coco_2017_val_panoptic_separated", "cityscapes_fine_sem_seg_val", "ade20k_sem_seg_val"} <= set(
-        report["builtin"]
+    report = json.loads(
+        next(line for line in out.stdout.splitlines() if line.startswith("REPORT"))[6:]
     )
+    # The snapshot saw Detectron2's datasets, among them those the project has checked twins of.
+    assert {
+        "coco_2017_val_panoptic_separated",
+        "cityscapes_fine_sem_seg_val",
+        "ade20k_sem_seg_val",
+    } <= set(report["builtin"])
     assert report["loader_changed"] == []
     assert report["metadata_replaced"] == []
     assert report["metadata_changed"] == []

@@ -3,6 +3,7 @@
 Every ``import``/``from ... import`` of a ``panoptic_ocr`` module is read from the source (module
 level and inside functions alike) and resolved to the module it loads.
 """
+
 import ast
 import sys
 from pathlib import Path
@@ -34,7 +35,9 @@ def _imports(name: str, path: Path, modules: Dict[str, Path]) -> List[Tuple[str,
 
     def visit(node: ast.AST, in_function: bool):
         for child in ast.iter_child_nodes(node):
-            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            nested = in_function or isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+            )
             if isinstance(child, ast.Import):
                 targets = [a.name for a in child.names]
             elif isinstance(child, ast.ImportFrom):
@@ -43,7 +46,10 @@ def _imports(name: str, path: Path, modules: Dict[str, Path]) -> List[Tuple[str,
                     parts = package.split(".")[: len(package.split(".")) - child.level + 1]
                     base = ".".join(parts + ([base] if base else []))
                 # ``from pkg import name``: the submodule pkg.name when there is one, else pkg.
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in child.names]
+                targets = [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                    for a in child.names
+                ]
             else:
                 visit(child, nested)
                 continue
@@ -134,9 +140,19 @@ def test_no_package_import_is_hidden_in_a_function():
 
 
 def test_the_graph_reader_sees_relative_and_function_level_imports(tmp_path):
-    fake = {"panoptic_ocr": Path("p/__init__.py"), "panoptic_ocr.a": Path("p/a.py"),
-            "panoptic_ocr.b": Path("p/b.py"), "panoptic_ocr.b.c": Path("p/b/c.py")}
+    fake = {
+        "panoptic_ocr": Path("p/__init__.py"),
+        "panoptic_ocr.a": Path("p/a.py"),
+        "panoptic_ocr.b": Path("p/b.py"),
+        "panoptic_ocr.b.c": Path("p/b/c.py"),
+    }
     source = tmp_path / "c.py"
-    source.write_text("from .. import a\nfrom ...panoptic_ocr import x\n\ndef f():\n    from . import c\n")
+    source.write_text(
+        "from .. import a\nfrom ...panoptic_ocr import x\n\ndef f():\n    from . import c\n"
+    )
     found = _imports("panoptic_ocr.b.c", source, fake)
-    assert found == [("panoptic_ocr.a", 1, False), ("panoptic_ocr", 2, False), ("panoptic_ocr.b.c", 5, True)]
+    assert found == [
+        ("panoptic_ocr.a", 1, False),
+        ("panoptic_ocr", 2, False),
+        ("panoptic_ocr.b.c", 5, True),
+    ]

@@ -34,7 +34,7 @@ row of docs/benchmarks.md (b)).
 config, to put variants of one config side by side.
 
 The measuring is here (:class:`FpsSettings`, :func:`run_benchmark`, :func:`format_report`;
-``tests/test_tools_inference.py`` imports them); the library only provides the primitives.
+``tests/tools/test_tools_inference.py`` imports them); the library only provides the primitives.
 
 Usage:
     python tools/benchmark_fps.py --configs a.yaml b.yaml --names A B --size 512,1024

@@ -10,7 +10,7 @@ context module alone (the head minus Detectron2's plain ``SemSegFPNHead``): para
 multiply-adds (fvcore), peak memory of one forward pass and median latency. Peak memory and
 latency are measured as in ``tools/benchmark_heads.py`` (:mod:`panoptic_ocr.utils.measurement`).
 All heads are measured in one run, so the ratios compare like with like. The measuring is here
-(:func:`benchmark`, :func:`format_table`; ``tests/test_panoptic_fpn.py`` runs them).
+(:func:`benchmark`, :func:`format_table`; ``tests/engine/test_panoptic_fpn.py`` runs them).
 
 Usage:
     python tools/benchmark_panoptic_heads.py                    # 800 x 1216 image, CPU

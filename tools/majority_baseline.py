@@ -4,7 +4,7 @@
     python tools/majority_baseline.py --train toy_scenes_sem_seg_train --test toy_scenes_sem_seg_val
 
 Scored with Detectron2's SemSegEvaluator, the evaluator the models are scored with, so the
-numbers compare directly with a model's (:func:`majority_baseline`; ``tests/test_training.py``
+numbers compare directly with a model's (:func:`majority_baseline`; ``tests/engine/test_training.py``
 runs it).
 """
 

@@ -3,6 +3,7 @@
 The machinery is ``sitecustomize.py`` of this folder (not imported here, so the test process
 itself is never patched); its docstring lists the points.
 """
+
 import os
 from pathlib import Path
 from typing import Dict, Mapping, Optional

@@ -18,6 +18,7 @@ defaults to every process. Points, for a checkpoint ``<name>`` such as ``model_0
 
 Just before the kill, ``fault injection: <point>:<value>`` is written to stderr.
 """
+
 import importlib.abc
 import importlib.machinery
 import importlib.util
