@@ -55,7 +55,8 @@ requires_two_gpus = pytest.mark.skipif(
 )
 
 QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
-# The quick start shrunk as tests/engine/test_training.py shrinks it (narrow OCR, small crops, no workers).
+# The quick start shrunk as tests/engine/test_training.py shrinks it (narrow OCR, small crops,
+# no workers).
 SMALL_TRAINING = [
     "MODEL.OCR.MID_CHANNELS",
     "64",
@@ -116,7 +117,8 @@ FPN_HEADS = sorted(
     for n, c in SEM_SEG_HEADS_REGISTRY
     if isinstance(c, type) and issubclass(c, ContextSemSegFPNHead) and c.CONTEXT
 )
-# Narrow widths of every context, as tests/modeling/test_context_heads.py builds them, and no dropout:
+# Narrow widths of every context, as tests/modeling/test_context_heads.py builds them, and no
+# dropout:
 # its masks come from each device's own generator, so only without it is a training forward
 # the same on both devices.
 DROPOUT_KEYS = ["SEM_SEG_HEAD.AUX_DROPOUT"] + [

@@ -10,7 +10,8 @@ record its state-dict layout (keys and shapes), the sum of |parameters and buffe
 output on a fixed image (BatchNorm statistics set from a fixed generator, so the output is not
 trivial) and, for semantic models, the training losses on that image with a fixed label. Two
 fingerprint files written before and after a change are compared key by key
-(``tests/tools/test_fingerprints.py`` runs :func:`fingerprint_config` and :func:`compare_fingerprints`).
+(``tests/tools/test_fingerprints.py`` runs :func:`fingerprint_config` and
+:func:`compare_fingerprints`).
 """
 
 import argparse

@@ -6,10 +6,11 @@
 
 The configs are plain YAML files checked into the repository; this script is how they were
 made, so that the recipe table below is the single place where the paper's numbers live.
-tests/config/test_configs.py checks every file against the same table, tests/config/test_generate_configs.py
-that this script reproduces the committed files byte for byte. It writes ``Base-Semantic.yaml``
-and the files directly in ``<dataset>/semantic/`` (:data:`GENERATED_FOLDERS`); subfolders there
-(``authors/``, ``released/``) hold hand-written configs and are not touched.
+tests/config/test_configs.py checks every file against the same table,
+tests/config/test_generate_configs.py that this script reproduces the committed files byte for
+byte. It writes ``Base-Semantic.yaml`` and the files directly in ``<dataset>/semantic/``
+(:data:`GENERATED_FOLDERS`); subfolders there (``authors/``, ``released/``) hold hand-written
+configs and are not touched.
 """
 
 import argparse

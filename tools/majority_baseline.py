@@ -4,8 +4,8 @@
     python tools/majority_baseline.py --train toy_scenes_sem_seg_train --test toy_scenes_sem_seg_val
 
 Scored with Detectron2's SemSegEvaluator, the evaluator the models are scored with, so the
-numbers compare directly with a model's (:func:`majority_baseline`; ``tests/engine/test_training.py``
-runs it).
+numbers compare directly with a model's (:func:`majority_baseline`;
+``tests/engine/test_training.py`` runs it).
 """
 
 import argparse

@@ -21,7 +21,8 @@ PAPER = {
     "pascal_context": (0.001, 1e-4, 520, 16, 30000, 59),
     "coco_stuff": (0.001, 1e-4, 520, 16, 60000, 171),
 }
-# configs/<dataset>/semantic/authors/ hold the authors' own recipes (tests/config/test_recipe_configs.py).
+# configs/<dataset>/semantic/authors/ hold the authors' own recipes
+# (tests/config/test_recipe_configs.py).
 BENCHMARK_LEAVES = [p for p in LEAVES if p.parts[1] in PAPER and "authors" not in p.parts]
 
 

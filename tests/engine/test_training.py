@@ -1,5 +1,6 @@
 """End-to-end training on the toy scenes: loss falls, evaluation, results and overlays, a failed
-run keeps what was written (resume: tests/engine/test_resume.py; several processes: test_launch.py)."""
+run keeps what was written (resume: tests/engine/test_resume.py; several processes:
+test_launch.py)."""
 
 import hashlib
 import os
