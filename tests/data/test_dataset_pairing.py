@@ -3,13 +3,12 @@ the images used are counted and logged), and the evaluator records how many imag
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import QUICKSTART, SHARED_DATA, load_script, make_cfg
+from conftest import QUICKSTART, make_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 from PIL import Image
@@ -21,7 +20,6 @@ from panoptic_ocr.data.datasets.sem_seg_loaders import UnpairedDatasetError, loa
 from panoptic_ocr.engine import Trainer
 from panoptic_ocr.evaluation import CheckedSemSegEvaluator, IncompleteEvaluationError
 
-SHARED_ADE20K = SHARED_DATA / "ade20k" / "ADEChallengeData2016"
 CLASSES = ["a", "b", "c"]
 
 
@@ -171,26 +169,8 @@ def test_ade20k_layout_with_a_label_deleted_errors(tmp_path, registered):
     )
 
 
-@pytest.mark.skipif(
-    not SHARED_ADE20K.is_dir(), reason=f"shared ADE20K samples not found at {SHARED_ADE20K}"
-)
-def test_ade20k_registration_gives_detectron2s_records_on_the_shared_samples(
-    tmp_path, registered, run_main
-):
-    ade = tmp_path / "ADEChallengeData2016"
-    shutil.copytree(SHARED_ADE20K, ade)
-    status, _, err = run_main(load_script("datasets/prepare_ade20k.py").main, ["--root", ade])
-    assert status == 0, err
-    register_ade20k(str(tmp_path), prefix="test_pairing_shared")
-    registered.extend(
-        f"test_pairing_shared_sem_seg_{s}" for s in ("train_checked", "val_checked", "test")
-    )
-    for split, folder, count in (("train", "training", 1), ("val", "validation", 2)):
-        reference = load_sem_seg(
-            str(ade / "annotations_detectron2" / folder), str(ade / "images" / folder), "png", "jpg"
-        )
-        assert len(reference) == count
-        assert DatasetCatalog.get(f"test_pairing_shared_sem_seg_{split}_checked") == reference
+# The checked ADE20K registrations on the shared samples: tests/data/test_datasets.py
+# (test_ade20k_prepare_and_load).
 
 
 def test_toy_scenes_registrations_give_detectron2s_records():

@@ -329,9 +329,10 @@ def test_ade20k_prepare_and_load(d2root, fresh_prefix):
     assert (
         prepare("ade20k").main([]) == 0
     )  # --root defaults to $DETECTRON2_DATASETS/ADEChallengeData2016
+    detectron2_records = {}
     for split, count in (("training", 1), ("validation", 2)):
         # The arguments of Detectron2's builtin ade20k_sem_seg_{train,val} registration.
-        records = load_sem_seg(
+        records = detectron2_records[split] = load_sem_seg(
             str(ade / "annotations_detectron2" / split),
             str(ade / "images" / split),
             gt_ext="png",
@@ -355,7 +356,9 @@ def test_ade20k_prepare_and_load(d2root, fresh_prefix):
     records = DatasetCatalog.get(f"{fresh_prefix}_sem_seg_test")
     assert records == [{"file_name": str(test_image), "image_id": "ADE_test_00000001"}]
     # The checked twins of Detectron2's ade20k_sem_seg_{train,val} read the same records.
-    assert len(DatasetCatalog.get(f"{fresh_prefix}_sem_seg_val_checked")) == 2
+    for split, name in (("training", "train"), ("validation", "val")):
+        checked = DatasetCatalog.get(f"{fresh_prefix}_sem_seg_{name}_checked")
+        assert checked == detectron2_records[split]
     ensure_dataset_available(f"{fresh_prefix}_sem_seg_train_checked")
 
 
