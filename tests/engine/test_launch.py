@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import FAST_TRAINING, QUICKSTART, REPO_ROOT
 
 from panoptic_ocr import setup_cfg
 from panoptic_ocr.checkpoint.checkpointer import load_inference_weights
@@ -19,24 +19,8 @@ from panoptic_ocr.data.datasets.sem_seg_loaders import load_sem_seg_paired
 from panoptic_ocr.data.datasets.toy_scenes import generate_toy_scenes
 from panoptic_ocr.engine import Trainer
 
-QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
 # The quick start shrunk (its SyncBN kept: naiveSyncBN on CPU): narrow OCR, 64x64 crops, batch 2.
-TINY = [
-    "MODEL.OCR.MID_CHANNELS",
-    "32",
-    "MODEL.OCR.KEY_CHANNELS",
-    "16",
-    "MODEL.SEM_SEG_HEAD.AUX_CHANNELS",
-    "32",
-    "INPUT.CROP.SIZE",
-    "(64, 64)",
-    "SOLVER.IMS_PER_BATCH",
-    "2",
-    "DATALOADER.NUM_WORKERS",
-    "0",
-    "VIS.NUM_IMAGES",
-    "0",
-]
+TINY = FAST_TRAINING
 BN = ["MODEL.RESNETS.NORM", "BN", "MODEL.SEM_SEG_HEAD.NORM", "BN"]
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, make_cfg
+from conftest import FAST_TRAINING, QUICKSTART, REPO_ROOT, make_cfg
 from detectron2.engine import HookBase
 from fault_injection import environment, killed_at
 
@@ -16,23 +16,9 @@ from panoptic_ocr.checkpoint.checkpointer import ProjectCheckpointer, trim_metri
 from panoptic_ocr.engine import Trainer
 from panoptic_ocr.engine.lr_scheduler import build_lr_scheduler
 
-QUICKSTART = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
-# The quick start shrunk to a few seconds per run: narrow OCR, 64x64 crops, 2 images, no workers.
-TINY = [
-    "MODEL.OCR.MID_CHANNELS",
-    "32",
-    "MODEL.OCR.KEY_CHANNELS",
-    "16",
-    "MODEL.SEM_SEG_HEAD.AUX_CHANNELS",
-    "32",
-    "INPUT.CROP.SIZE",
-    "(64, 64)",
-    "SOLVER.IMS_PER_BATCH",
-    "2",
-    "DATALOADER.NUM_WORKERS",
-    "0",
-    "VIS.NUM_IMAGES",
-    "0",
+# The quick start shrunk to a few seconds per run: narrow OCR, 64x64 crops, 2 images, no workers,
+# no test set, plain BN.
+TINY = FAST_TRAINING + [
     "DATASETS.TEST",
     "()",
     "MODEL.RESNETS.NORM",
