@@ -12,6 +12,7 @@ from .register_coco_panoptic_test_dev import register_coco_panoptic_test_dev
 from .register_coco_stuff_10k import register_coco_stuff_10k
 from .register_custom import CUSTOM_DATASETS_ENV, register_sem_seg_folders_from_json
 from .register_lip import register_lip
+from .register_mapillary_vistas import register_mapillary_vistas
 from .register_pascal_context import register_pascal_context
 from .register_toy_scenes import register_toy_scenes
 
@@ -27,6 +28,7 @@ def register_all_builtin(root: str) -> None:
     register_lip(root)
     register_pascal_context(root)
     register_coco_stuff_10k(root)
+    register_mapillary_vistas(root)
     register_coco_panoptic_test_dev(root)
     register_all_coco_panoptic(root)
     if os.getenv(CUSTOM_DATASETS_ENV):
