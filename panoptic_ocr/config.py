@@ -202,6 +202,28 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.TEST.AUG.FLIP_CHANNEL_PAIRS = []
 
     # ---------------------------------------------------------------------------------------
+    # Hierarchical multi-scale attention (META_ARCHITECTURE "HMSASemanticSegmentor";
+    # docs/multi_scale_attention.md): the segmentor runs at several image scales and a learned
+    # per-pixel attention, read from the head's final representation, combines them.
+    # ---------------------------------------------------------------------------------------
+    cfg.MODEL.HMSA = CN()
+    # Image scales of training (NVIDIA: 0.5 and 1.0) and of inference (NVIDIA's Cityscapes
+    # evaluation: 0.5, 1.0, 2.0; Mapillary: 0.25, 0.5, 1.0, 2.0). Each must contain 1.0: the
+    # combined prediction has scale 1.0's size.
+    cfg.MODEL.HMSA.TRAIN_SCALES = (0.5, 1.0)
+    cfg.MODEL.HMSA.TEST_SCALES = (0.5, 1.0, 2.0)
+    # Attention head: ATTENTION_NUM_CONVS 3x3 conv-norm-ReLU layers of ATTENTION_CHANNELS, a 1x1
+    # conv to one channel (no bias), sigmoid (NVIDIA: 2 x 256, BN). ATTENTION_NORM "" uses
+    # MODEL.SEM_SEG_HEAD.NORM.
+    cfg.MODEL.HMSA.ATTENTION_CHANNELS = 256
+    cfg.MODEL.HMSA.ATTENTION_NUM_CONVS = 2
+    cfg.MODEL.HMSA.ATTENTION_NORM = ""
+    # Weight w of the per-scale terms: w x cross-entropy of each training scale's own logits
+    # (resized to scale 1.0), added to the loss of the combined logits (NVIDIA's
+    # SUPERVISED_MSCALE_WT: 0 by default, 0.05 in its Cityscapes recipes).
+    cfg.MODEL.HMSA.SUPERVISED_SCALE_WEIGHT = 0.0
+
+    # ---------------------------------------------------------------------------------------
     # Outputs
     # ---------------------------------------------------------------------------------------
     cfg.VIS = CN()

@@ -16,6 +16,7 @@ from typing import Optional
 from detectron2.config import CfgNode
 
 from .modeling.input_size import MAX_INPUT_PIXELS_KEY, check_input_pixels
+from .modeling.multi_scale_attention import check_scales
 
 __all__ = ["MAX_INPUT_PIXELS_KEY", "check_config_values", "check_input_pixels"]
 
@@ -63,7 +64,8 @@ def check_config_values(cfg: CfgNode) -> None:
     """Refuse values that cannot work.
 
     Checked: ``INPUT.CROP.SIZE`` (entries > 0, when ``INPUT.CROP.ENABLED``), ``TEST.AUG.SCALES``
-    (not empty, > 0), ``INPUT.MIN_SIZE_TRAIN``/``MAX_SIZE_TRAIN``/``MIN_SIZE_TEST``/
+    (not empty, > 0), ``MODEL.HMSA.TRAIN_SCALES``/``TEST_SCALES`` (> 0, no repeats, 1.0 among
+    them), ``INPUT.MIN_SIZE_TRAIN``/``MAX_SIZE_TRAIN``/``MIN_SIZE_TEST``/
     ``MAX_SIZE_TEST`` (>= 0), ``SOLVER.MAX_ITER`` and ``SOLVER.IMS_PER_BATCH`` (> 0),
     ``TEST.SLIDING_WINDOW.SIZE``/``STRIDE`` (two entries > 0), ``INPUT.MAX_INPUT_PIXELS`` (> 0),
     and that the largest test input, ``(MAX_SIZE_TEST * max(TEST.AUG.SCALES))**2`` pixels (scale 1
@@ -76,6 +78,8 @@ def check_config_values(cfg: CfgNode) -> None:
     if cfg.INPUT.CROP.ENABLED:
         _positive_numbers(cfg, "INPUT.CROP.SIZE")
     _positive_numbers(cfg, "TEST.AUG.SCALES")
+    for key in ("MODEL.HMSA.TRAIN_SCALES", "MODEL.HMSA.TEST_SCALES"):
+        check_scales(_get(cfg, key), key)
     for key in (
         "INPUT.MIN_SIZE_TRAIN",
         "INPUT.MAX_SIZE_TRAIN",

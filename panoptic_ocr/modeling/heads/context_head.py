@@ -242,6 +242,15 @@ class ContextHead(nn.Module):
         self, features: Dict[str, Tensor], targets: Optional[Tensor] = None
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """Final and auxiliary logits at ``in_feature``'s resolution, ``[N, K, h, w]``."""
+        logits, aux_logits, _ = self.forward_features(features, targets)
+        return logits, aux_logits
+
+    def forward_features(
+        self, features: Dict[str, Tensor], targets: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+        """:meth:`layers` and the representation the classifier reads: ``(logits [N, K, h, w],
+        aux logits [N, K, h, w] or None, context output [N, context.out_channels, h, w])``; for
+        OCR the augmented representation (what multi-scale attention reads)."""
         x = features[self.in_feature]
         region_logits = aux_logits = None
         if self.region_branch is not None:
@@ -267,7 +276,7 @@ class ContextHead(nn.Module):
         logits = self.predictor(out)
         if self.ensemble_weight is not None:
             logits = (1.0 - self.ensemble_weight) * logits + self.ensemble_weight * aux_logits
-        return logits, aux_logits
+        return logits, aux_logits, out
 
     def forward(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None):
         logits, aux_logits = self.layers(features, targets)

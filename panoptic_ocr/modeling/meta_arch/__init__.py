@@ -1,1 +1,2 @@
+from .hmsa_segmentor import HMSASemanticSegmentor
 from .semantic_segmentor import OCRSemanticSegmentor
