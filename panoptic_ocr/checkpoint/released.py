@@ -1,7 +1,7 @@
 """Released OCR segmentation checkpoints -> the project's whole model (``OCRSemanticSegmentor``
 with ``OCRHead``), exactly.
 
-Kinds (``tools/convert_pretrained.py hrnet_ocr|openseg|mmseg``) and the layouts they read
+Kinds (``tools/convert_pretrained.py hrnet_ocr|openseg|mmseg|nvidia``) and the layouts they read
 (the variant is recognised from the keys; see MODEL_ZOO.md for the files):
 
 ============  ==================  ==========================================================
@@ -21,6 +21,11 @@ mmseg         ``mmseg``           mmsegmentation OCRNet HRNetV2-W48: ``{"meta",
                                   "state_dict"}``, ``backbone.``, ``decode_head.{0,1}.``
 mmseg         ``mmseg_r101``      mmsegmentation ``ocrnet_r101-d8`` (ResNetV1c deep stem,
                                   ``backbone.stem.{0..7}``)
+nvidia        ``nvidia_mscale``   NVIDIA/semantic-segmentation ``HRNet_Mscale`` (HRNet-OCR +
+              (19 classes),       multi-scale attention): ``{epoch, arch, num_classes,
+              ``..._mapillary``   state_dict, optimizer, mean_iu, command}``, ``module.``
+              (65 classes)        prefix, ``module.ocr.*``; ``module.scale_attn.*`` ->
+                                  ``HMSASemanticSegmentor.scale_attention``
 ============  ==================  ==========================================================
 
 What the conversion does besides renaming (all exact in eval mode):
@@ -94,6 +99,10 @@ _TARGET_ROLES = {
     "aux": "sem_seg_head.aux_branch.layers.0",
     "aux_cls": "",  # the last layer of the auxiliary branch: resolved from the model
     "cls": "sem_seg_head.predictor",
+    # HMSASemanticSegmentor's ScaleAttentionHead: conv-BN-ReLU x 2, 1x1 conv (no bias)
+    "attn.0": "scale_attention.layers.0",
+    "attn.1": "scale_attention.layers.1",
+    "attn.out": "scale_attention.layers.2",
 }
 _G_WEIGHT = f"{_OCR}.g.weight"
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -145,6 +154,18 @@ _HRNET_OCR_HEAD: HeadTable = {
     "aux": ("aux_head.0", "aux_head.1"),
     "aux_cls": ("aux_head.3", None),
     "cls": ("cls_head", None),
+}
+
+_NVIDIA_MSCALE_HEAD: HeadTable = {
+    "conv_in": ("ocr.conv3x3_ocr.0", "ocr.conv3x3_ocr.1.0"),
+    **_ocr_block_table("ocr.ocr_distri_head.object_context_block", _bn_relu),
+    "g": ("ocr.ocr_distri_head.conv_bn_dropout.0", "ocr.ocr_distri_head.conv_bn_dropout.1.0"),
+    "aux": ("ocr.aux_head.0", "ocr.aux_head.1.0"),
+    "aux_cls": ("ocr.aux_head.2", None),
+    "cls": ("ocr.cls_head", None),
+    "attn.0": ("scale_attn.conv0", "scale_attn.bn0"),
+    "attn.1": ("scale_attn.conv1", "scale_attn.bn1"),
+    "attn.out": ("scale_attn.conv2", None),
 }
 
 _OPENSEG_R101_HEAD: HeadTable = {
@@ -314,6 +335,28 @@ VARIANTS: Dict[str, Variant] = {
             _OPENSEG_BIASED,
         ),
         Variant(
+            "nvidia_mscale",
+            "nvidia",
+            "NVIDIA/semantic-segmentation (HRNet_Mscale)",
+            "module.",
+            (),
+            _NVIDIA_MSCALE_HEAD,
+            _hrnet_backbone("module.backbone."),
+            f"{_RELEASED_CONFIGS}/nvidia_hmsa_hrnetv2_w48_cityscapes.yaml",
+            ("conv_in", "aux"),
+        ),
+        Variant(
+            "nvidia_mscale_mapillary",
+            "nvidia",
+            "NVIDIA/semantic-segmentation (HRNet_Mscale)",
+            "module.",
+            (),
+            _NVIDIA_MSCALE_HEAD,
+            _hrnet_backbone("module.backbone."),
+            "configs/mapillary_vistas/semantic/released/nvidia_hmsa_hrnetv2_w48_mapillary.yaml",
+            ("conv_in", "aux"),
+        ),
+        Variant(
             "mmseg",
             "mmseg",
             "open-mmlab/mmsegmentation",
@@ -400,6 +443,14 @@ def detect_variant(kind: str, state_dict: Dict[str, Tensor]) -> str:
             "'module.spatial_ocr_head.conv_bn_dropout.0.weight' "
             "(spatial_ocrnet, ResNet-101)"
         )
+    if kind == "nvidia":
+        if "module.scale_attn.conv0.weight" not in keys or "module.ocr.cls_head.weight" not in keys:
+            raise ConversionError(
+                "not an NVIDIA HRNet_Mscale checkpoint: no keys 'module.scale_attn.conv0.weight' "
+                "and 'module.ocr.cls_head.weight'"
+            )
+        classes = state_dict["module.ocr.cls_head.weight"].shape[0]
+        return "nvidia_mscale_mapillary" if classes == 65 else "nvidia_mscale"
     if "backbone.stem.0.weight" in keys:
         return "mmseg_r101"
     if "backbone.conv1.weight" in keys and "decode_head.1.bottleneck.conv.weight" in keys:
@@ -522,7 +573,7 @@ def convert_released(
     """Convert and check a released ``kind`` state dict against the whole model.
 
     Args:
-        kind: ``hrnet_ocr``, ``openseg`` or ``mmseg``.
+        kind: ``hrnet_ocr``, ``openseg``, ``mmseg`` or ``nvidia``.
         state_dict: as read by :func:`load_released` (prefixes kept).
         config_file: the config of the target model (default: the variant's released
             Cityscapes config).
