@@ -59,6 +59,11 @@ def get_parser() -> argparse.ArgumentParser:
         help="OCR heads: soft object regions of these classes (names or indices)",
     )
     parser.add_argument(
+        "--attention",
+        action="store_true",
+        help="multi-scale attention models: the attention map of each scale",
+    )
+    parser.add_argument(
         "--max-size",
         type=int,
         default=2048,
@@ -81,9 +86,10 @@ def main(argv=None) -> int:
     predictor = Predictor(cfg, max_size=args.max_size)
     try:
         if args.video_input:
-            if args.raw or args.regions:
+            if args.raw or args.regions or args.attention:
                 logger.warning(
-                    "--raw and --regions apply to images only; the video gets the drawn frames"
+                    "--raw, --regions and --attention apply to images only; the video gets the "
+                    "drawn frames"
                 )
             summary = run_video(
                 predictor,
@@ -99,6 +105,7 @@ def main(argv=None) -> int:
                 args.output,
                 raw=args.raw,
                 regions=args.regions,
+                attention=args.attention,
                 confidence_threshold=args.confidence_threshold,
                 overwrite=args.overwrite,
             )

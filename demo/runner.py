@@ -13,7 +13,10 @@ Outputs for an image ``<stem>.<ext>`` (into the ``--output`` folder; for a singl
   ``file_name``, ``segments_info`` with ``id``, dataset ``category_id``, ``iscrowd``,
   ``bbox``, ``area``, ``isthing``) and ``<stem>_sem_seg.png``;
 - ``--regions CLASS ...`` (OCR heads): ``<stem>_regions_<k>_<name>.png``, the three panels of
-  :mod:`panoptic_ocr.utils.object_regions` (prediction | soft object region | p(class)).
+  :mod:`panoptic_ocr.utils.object_regions` (prediction | soft object region | p(class));
+- ``--attention`` (multi-scale attention models): ``<stem>_attention_<s>x.png`` for each test
+  scale s whose attention is used (all but the largest): prediction | the attention of scale s
+  (how much that scale's prediction is trusted, 0 blue .. 1 red) at the image's size.
 
 A video ``<stem>.<ext>`` becomes ``<stem>.mp4`` (or the ``--output`` file), drawn frame by
 frame (OpenCV reads and writes it, ``mp4v`` codec).
@@ -115,9 +118,10 @@ def output_paths(
     semantic: bool,
     raw: bool,
     regions: Sequence[Tuple[int, str]] = (),
+    attention_scales: Sequence[float] = (),
 ) -> Dict[str, str]:
     """Paths of everything written for one input (keys ``vis``, ``sem_seg``, ``panoptic_png``,
-    ``panoptic_json``, ``region_<k>``); see the module docstring.
+    ``panoptic_json``, ``region_<k>``, ``attention_<s>``); see the module docstring.
 
     ``output`` is a folder, or (``single`` input only) a file path with an extension."""
     if single and os.path.splitext(output)[1] and not os.path.isdir(output):
@@ -134,6 +138,8 @@ def output_paths(
             paths["panoptic_json"] = os.path.join(folder, f"{stem}_panoptic.json")
     for k, name in regions:
         paths[f"region_{k}"] = os.path.join(folder, f"{stem}_regions_{k}_{_safe(name)}.png")
+    for s in attention_scales:
+        paths[f"attention_{s:g}"] = os.path.join(folder, f"{stem}_attention_{s:g}x.png")
     return paths
 
 
@@ -257,6 +263,7 @@ def run_images(
     *,
     raw: bool = False,
     regions: Optional[Sequence[str]] = None,
+    attention: bool = False,
     confidence_threshold: float = 0.5,
     overwrite: bool = False,
 ) -> DemoSummary:
@@ -264,8 +271,9 @@ def run_images(
     (:func:`output_paths`) under ``output``. Unreadable files are logged by name and skipped.
 
     Raises:
-        ValueError: ``--regions`` for a head without soft object regions, an unknown class, or
-            a file ``output`` for several inputs (before anything runs).
+        ValueError: ``--regions`` for a head without soft object regions, an unknown class,
+            ``attention`` for a model without scale attention, or a file ``output`` for several
+            inputs (before anything runs).
         OutputExistsError: an output exists and ``overwrite`` is False (checked for all
             inputs before anything runs; nothing is written).
     """
@@ -281,11 +289,23 @@ def run_images(
         if not predictor.has_regions:
             object_regions.region_context(predictor.model)  # raises with the list of OCR heads
         classes = predictor.resolve_classes(regions) or []
+    if attention and not predictor.has_scale_attention:
+        raise ValueError(
+            "--attention: the model has no scale attention (MODEL.META_ARCHITECTURE "
+            "HMSASemanticSegmentor, docs/multi_scale_attention.md)"
+        )
+    attention_scales = predictor.attention_scales if attention else ()
     names = predictor.class_names()
     region_names = [(k, names[k]) for k in classes]
     planned = {
         p: output_paths(
-            p, output, single=single, semantic=predictor.semantic, raw=raw, regions=region_names
+            p,
+            output,
+            single=single,
+            semantic=predictor.semantic,
+            raw=raw,
+            regions=region_names,
+            attention_scales=attention_scales,
         )
         for p in paths
     }
@@ -344,6 +364,16 @@ def run_images(
             ):
                 _write_png(panels, outs[f"region_{k}"], overwrite)
                 summary.written.append(outs[f"region_{k}"])
+        if attention_scales:
+            captioned = object_regions._caption(overlay.copy(), "prediction")
+            for s, heat in predictor.attention_maps(image).items():
+                panel = object_regions._caption(
+                    object_regions.heat_overlay(rgb, heat.cpu().numpy()), f"attention at {s:g}x"
+                )
+                _write_png(
+                    np.concatenate([captioned, panel], axis=1), outs[f"attention_{s:g}"], overwrite
+                )
+                summary.written.append(outs[f"attention_{s:g}"])
     return summary
 
 

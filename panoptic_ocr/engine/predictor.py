@@ -1,7 +1,8 @@
 """One-image inference (the demo's, and a user's own scripts'): Detectron2's
 ``DefaultPredictor`` contract on the project's inference model
 (:func:`~panoptic_ocr.modeling.inference.build_inference_model`),
-with an automatic sliding window for large images and OCR's soft object regions on request."""
+with an automatic sliding window for large images, OCR's soft object regions and the scale
+attentions of multi-scale attention models on request."""
 
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -12,11 +13,12 @@ from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from torch import Tensor
+from torch.nn import functional as F
 
 from ..checkpoint.checkpointer import load_inference_weights, weight_options
 from ..data.class_counts import check_model_matches_datasets
 from ..modeling.inference import build_inference_model
-from ..modeling.meta_arch import OCRSemanticSegmentor
+from ..modeling.meta_arch import HMSASemanticSegmentor, OCRSemanticSegmentor
 from ..modeling.sliding_window import SlidingWindow
 from ..utils import object_regions
 
@@ -123,6 +125,42 @@ class Predictor:
         return object_regions.region_maps(
             regions, self.model.sem_seg_head.feature_stride, network_size, output_size
         )
+
+    @property
+    def has_scale_attention(self) -> bool:
+        """Whether the model is a multi-scale attention model (``HMSASemanticSegmentor``)."""
+        return isinstance(self.model, HMSASemanticSegmentor)
+
+    @property
+    def attention_scales(self) -> Tuple[float, ...]:
+        """The scales whose attention the combination uses (every test scale but the largest);
+        empty for a model without scale attention."""
+        if not self.has_scale_attention:
+            return ()
+        scales = sorted(self.model.test_scales)
+        return tuple(scales[:-1])
+
+    @torch.no_grad()
+    def attention_maps(self, image: np.ndarray) -> Dict[float, Tensor]:
+        """``{scale: attention [H, W]}`` in [0, 1] for :attr:`attention_scales`, each resized
+        (bilinear) to the image's size; the same windows as :meth:`__call__`.
+
+        Raises:
+            ValueError: the model has no scale attention.
+        """
+        if not self.has_scale_attention:
+            raise ValueError(
+                f"{type(self.model).__name__} has no scale attention: use a config with "
+                "MODEL.META_ARCHITECTURE HMSASemanticSegmentor"
+            )
+        inputs = self._inputs(image)
+        window = self._window if self.uses_window(inputs["image"].shape[1:]) else None
+        maps = self.model.attention_maps([inputs], sliding_window=window)[0]
+        size = (inputs["height"], inputs["width"])
+        return {
+            s: F.interpolate(a[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+            for s, a in maps.items()
+        }
 
     def class_names(self) -> List[str]:
         """Names of the semantic head's classes."""

@@ -18,6 +18,10 @@ bins 2, 3, 6) has no ONNX form for a dynamic input size, so the ONNX copy pools 
 averaging matrices built from the input size (:class:`MatrixAdaptiveAvgPool2d`: the same bins
 as ``nn.AdaptiveAvgPool2d``).
 
+Multi-scale attention (``HMSASemanticSegmentor``): the graph holds every scale of
+``MODEL.HMSA.TEST_SCALES`` (fixed at export time, recorded in the metadata as
+``hmsa_test_scales``); images are rescaled with scale factors, so both axes stay dynamic.
+
 Panoptic-FPN: TorchScript by tracing only (:class:`PanopticTorchScript` runs it). The traced
 part is the network (backbone, RPN, box and mask heads, semantic branch) on one image; it
 returns ``boxes [N, 4], scores [N], classes [N], mask probabilities [N, 1, M, M]`` and the
@@ -221,6 +225,9 @@ def _metadata(cfg: CfgNode, model: nn.Module, fmt: str) -> Dict:
         }
     else:
         meta["outputs"] = ["logits"]
+    if cfg.MODEL.META_ARCHITECTURE == "HMSASemanticSegmentor":
+        # the scales are part of the graph: a file runs the scales it was exported with
+        meta["hmsa_test_scales"] = [float(s) for s in cfg.MODEL.HMSA.TEST_SCALES]
     return meta
 
 

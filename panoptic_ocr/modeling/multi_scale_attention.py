@@ -96,12 +96,18 @@ def scaled_size(height: int, width: int, scale: float) -> Tuple[int, int]:
 
 
 def resize_image(image: Tensor, scale: float, align_corners: bool = False) -> Tensor:
-    """Bilinear resize of a normalised image ``[3, H, W]`` by ``scale`` (:func:`scaled_size`);
-    scale 1 returns ``image`` itself."""
-    size = scaled_size(*image.shape[-2:], scale)
-    if size == tuple(image.shape[-2:]):
+    """Bilinear resize of a normalised image ``[3, H, W]`` by ``scale`` to :func:`scaled_size`;
+    scale 1 returns ``image`` itself. Written with ``scale_factor`` (and the size recomputed
+    from it), so that a traced or exported graph resizes inputs of any size."""
+    if scale == 1.0:
         return image
-    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=align_corners)[0]
+    return F.interpolate(
+        image[None],
+        scale_factor=scale,
+        mode="bilinear",
+        align_corners=align_corners,
+        recompute_scale_factor=True,
+    )[0]
 
 
 def _resize(x: Tensor, reference: Tensor, align_corners: bool) -> Tensor:

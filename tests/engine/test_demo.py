@@ -140,3 +140,46 @@ def test_video(tmp_path, config, opts, demo):
             break
         frames.append(frame)
     assert len(frames) == 3 and frames[0].shape == (48, 80, 3)
+
+
+def test_attention_maps_of_a_multi_scale_model(folder, tmp_path, demo):
+    """``--attention`` writes, per image, the attention of every scale the combination uses
+    (all test scales but the largest); a model without scale attention is refused up front."""
+    out = tmp_path / "attention"
+    status, stdout, stderr = demo(
+        "--config-file",
+        "configs/toy_scenes/hmsa_ocr_R18_os16_toy_scenes_600it.yaml",
+        "--input",
+        folder / "rgb.jpg",
+        folder / "gray.png",
+        "--output",
+        out,
+        "--attention",
+        "--opts",
+        *SMALL_SEMANTIC,
+        "MODEL.HMSA.ATTENTION_CHANNELS",
+        "8",
+    )
+    assert status == 0, stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    expected = [
+        f"{s}{x}"
+        for s in ("gray", "rgb")
+        for x in (".png", "_attention_0.5x.png", "_attention_1x.png")
+    ]
+    assert names == expected
+    panel = np.asarray(Image.open(out / "rgb_attention_0.5x.png"))
+    assert panel.shape == (60, 2 * 76, 3)
+    status, _, stderr = demo(
+        "--config-file",
+        SEMANTIC,
+        "--input",
+        folder / "rgb.jpg",
+        "--output",
+        tmp_path / "plain",
+        "--attention",
+        "--opts",
+        *SMALL_SEMANTIC,
+    )
+    assert status == 2 and "no scale attention" in stderr
+    assert not (tmp_path / "plain").exists()

@@ -72,6 +72,30 @@ def test_onnx_matches_pytorch_on_samples_and_odd_sizes(tmp_path, head):
     assert a.shape == (1, 7, 65, 77) and abs(a - b).max() > 1e-3
 
 
+def test_multi_scale_attention_exports_with_its_scales(tmp_path):
+    """HMSA's three scales are in the graph; the file matches PyTorch on the samples and on odd
+    sizes (the rescaling is dynamic) and records the scales it holds."""
+    config = str(REPO_ROOT / "configs/toy_scenes/hmsa_ocr_R18_os16_toy_scenes_600it.yaml")
+    cfg = setup_cfg(config, SMALL + ["MODEL.HMSA.ATTENTION_CHANNELS", "16"])
+    path = str(tmp_path / "hmsa.onnx")
+    model = export_model(cfg, path, "onnx")
+    checks = check_export(path, model, check_images(_samples(), cfg.INPUT.FORMAT))
+    assert [(c.height, c.width) for c in checks][2:] == [(97, 131), (61, 203)]
+    for c in checks:
+        assert c.max_abs_diff <= 1e-4 and c.agreement >= 0.9999, c
+    run, meta = load_exported(path)
+    assert meta["meta_architecture"] == "HMSASemanticSegmentor"
+    assert meta["hmsa_test_scales"] == [0.5, 1.0, 2.0]
+    # one scale fewer is another function: the file is not the single-scale model
+    image = torch.rand(1, 3, 64, 96) * 255
+    with torch.no_grad():
+        full = model([{"image": image[0]}])[0]["sem_seg"]
+        model.test_scales = (1.0,)
+        one = model([{"image": image[0]}])[0]["sem_seg"]
+    exported = torch.from_numpy(run(image.numpy()))[0]
+    assert (exported - full).abs().max() < 1e-4 < (exported - one).abs().max()
+
+
 def test_torchscript_matches_pytorch_and_refuses_overwrite(tmp_path):
     cfg = setup_cfg(CONFIG, SMALL)
     path = tmp_path / "model.ts"
