@@ -1,6 +1,7 @@
 """Evaluators of panoptic_ocr: ground-truth-checking semantic/panoptic evaluators, test-set
 submission writers and Cityscapes' official scoring."""
 
+from .boundary_iou import BoundaryIoUEvaluator
 from .checked_evaluators import (
     CheckedCOCOPanopticEvaluator,
     CheckedSemSegEvaluator,
@@ -18,6 +19,7 @@ from .submission import (
 )
 
 __all__ = [
+    "BoundaryIoUEvaluator",
     "CheckedCOCOPanopticEvaluator",
     "CheckedSemSegEvaluator",
     "GroundTruthError",
