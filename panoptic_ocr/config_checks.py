@@ -69,7 +69,8 @@ def check_config_values(cfg: CfgNode) -> None:
     ``MAX_SIZE_TEST`` (>= 0), ``SOLVER.MAX_ITER`` and ``SOLVER.IMS_PER_BATCH`` (> 0),
     ``TEST.SLIDING_WINDOW.SIZE``/``STRIDE`` (two entries > 0), ``INPUT.MAX_INPUT_PIXELS`` (> 0),
     and that the largest test input, ``(MAX_SIZE_TEST * max(TEST.AUG.SCALES))**2`` pixels (scale 1
-    without ``TEST.AUG.ENABLED``), stays within ``INPUT.MAX_INPUT_PIXELS`` when
+    without ``TEST.AUG.ENABLED``; times ``max(MODEL.HMSA.TEST_SCALES)`` for the multi-scale
+    attention model), stays within ``INPUT.MAX_INPUT_PIXELS`` when
     ``MAX_SIZE_TEST > 0``.
 
     Raises:
@@ -102,10 +103,14 @@ def check_config_values(cfg: CfgNode) -> None:
         )
     max_size = cfg.INPUT.MAX_SIZE_TEST
     scale = max(cfg.TEST.AUG.SCALES) if cfg.TEST.AUG.ENABLED else 1.0
+    scales = f"max(TEST.AUG.SCALES) {scale:g}"
+    if cfg.MODEL.META_ARCHITECTURE == "HMSASemanticSegmentor":
+        scale *= max(cfg.MODEL.HMSA.TEST_SCALES)
+        scales += f" x max(MODEL.HMSA.TEST_SCALES) {max(cfg.MODEL.HMSA.TEST_SCALES):g}"
     side = int(round(max_size * scale))
     if max_size > 0 and side * side > limit:
         raise ValueError(
-            f"INPUT.MAX_SIZE_TEST {max_size} x max(TEST.AUG.SCALES) {scale:g} lets a test input "
+            f"INPUT.MAX_SIZE_TEST {max_size} x {scales} lets a test input "
             f"reach {side}x{side} = {side * side} pixels, more than "
             f"{MAX_INPUT_PIXELS_KEY} {limit}: "
             f"lower TEST.AUG.SCALES or INPUT.MAX_SIZE_TEST, or raise {MAX_INPUT_PIXELS_KEY} if the "

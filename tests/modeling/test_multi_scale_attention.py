@@ -227,3 +227,9 @@ def test_largest_scale_is_bounded_by_the_pixel_guard():
     model.eval()
     with pytest.raises(ValueError, match=r"scaled by 2 \(MODEL.HMSA.TEST_SCALES\)"):
         model([{"image": torch.rand(3, 64, 64) * 255, "file_name": "big.png"}])
+
+
+def test_config_check_counts_the_largest_test_scale():
+    with pytest.raises(ValueError, match=r"x max\(MODEL.HMSA.TEST_SCALES\) 2 lets a test input"):
+        setup_cfg(HMSA_OCR, ["INPUT.MAX_SIZE_TEST", "1333", "INPUT.MAX_INPUT_PIXELS", "3000000"])
+    setup_cfg(HMSA_OCR, ["INPUT.MAX_SIZE_TEST", "1333", "INPUT.MAX_INPUT_PIXELS", "8000000"])
