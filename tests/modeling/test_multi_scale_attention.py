@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from panoptic_ocr.config import setup_cfg
 from panoptic_ocr.modeling.heads import ContextHead
+from panoptic_ocr.modeling.inference import build_inference_model
 from panoptic_ocr.modeling.meta_arch import HMSASemanticSegmentor, OCRSemanticSegmentor
 from panoptic_ocr.modeling.multi_scale_attention import (
     ScalePrediction,
@@ -233,3 +234,24 @@ def test_config_check_counts_the_largest_test_scale():
     with pytest.raises(ValueError, match=r"x max\(MODEL.HMSA.TEST_SCALES\) 2 lets a test input"):
         setup_cfg(HMSA_OCR, ["INPUT.MAX_SIZE_TEST", "1333", "INPUT.MAX_INPUT_PIXELS", "3000000"])
     setup_cfg(HMSA_OCR, ["INPUT.MAX_SIZE_TEST", "1333", "INPUT.MAX_INPUT_PIXELS", "8000000"])
+
+
+def test_inference_builder_folds_and_autocasts_the_attention_too():
+    """``build_inference_model`` on HMSA: BN folded into every conv (the attention head's too)
+    gives the same logits; bfloat16 autocast runs and returns float32 near them."""
+    model, cfg = _model()
+    model.eval()
+    image = {"image": torch.rand(3, 48, 64) * 255}
+    with torch.no_grad():
+        reference = model([image])[0]["sem_seg"]
+        cfg.TEST.FOLD_BATCHNORM = True
+        folded = build_inference_model(cfg, model)
+        assert folded is not model and not any(
+            isinstance(m, torch.nn.BatchNorm2d) for m in folded.scale_attention.modules()
+        )
+        torch.testing.assert_close(folded([image])[0]["sem_seg"], reference, atol=1e-4, rtol=1e-4)
+        cfg.MODEL.INFERENCE_DTYPE = "bfloat16"
+        low = build_inference_model(cfg, model)([image])[0]["sem_seg"]
+    assert (
+        low.dtype == torch.float32 and (low - reference).abs().max() < 0.1 * reference.abs().max()
+    )
