@@ -2,11 +2,9 @@
 context heads (OCR and PSPNet's pyramid pooling), as a user runs it."""
 
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import FAST_TRAINING, REPO_ROOT
+from conftest import FAST_TRAINING, REPO_ROOT, load_script
 
 
 @pytest.mark.parametrize(
@@ -16,11 +14,12 @@ from conftest import FAST_TRAINING, REPO_ROOT
         "configs/toy_scenes/hmsa_ppm_R18_os16_toy_scenes_600it.yaml",
     ],
 )
-def test_train_net_trains_and_evaluates_hmsa(config, tmp_path):
-    out = subprocess.run(
+def test_train_net_trains_and_evaluates_hmsa(config, tmp_path, quiet_setup_logger):
+    """``train_net.py`` run in this process (its ``run(args)``: the output lock, ``launch`` with
+    one process, ``main``), as ``python train_net.py --config-file ...`` runs it."""
+    train_net = load_script("train_net.py")
+    args = train_net.argument_parser().parse_args(
         [
-            sys.executable,
-            str(REPO_ROOT / "train_net.py"),
             "--config-file",
             str(REPO_ROOT / config),
             *FAST_TRAINING,
@@ -32,6 +31,10 @@ def test_train_net_trains_and_evaluates_hmsa(config, tmp_path):
             "8",
             "SOLVER.MAX_ITER",
             "3",
+            "INPUT.MIN_SIZE_TEST",  # evaluated at 96 pixels, scored at the labels' size
+            "96",
+            "INPUT.MAX_SIZE_TEST",
+            "96",
             "SOLVER.WARMUP_ITERS",
             "0",
             "MODEL.RESNETS.NORM",
@@ -40,13 +43,9 @@ def test_train_net_trains_and_evaluates_hmsa(config, tmp_path):
             "BN",
             "OUTPUT_DIR",
             str(tmp_path),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        ]
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    train_net.run(args)
     records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     trained = [r for r in records if "loss_sem_seg_0.5x" in r]
     assert trained and {"loss_sem_seg", "loss_sem_seg_aux", "loss_sem_seg_1x"} <= set(trained[-1])
