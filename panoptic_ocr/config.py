@@ -146,8 +146,9 @@ def add_ocr_config(cfg: CN) -> None:
     # ---------------------------------------------------------------------------------------
     # Data
     # ---------------------------------------------------------------------------------------
-    # Dataset mapper of the training loader: "semantic" (image + sem_seg label) or
-    # "detectron2" (Detectron2's DatasetMapper, for Panoptic-FPN's instance + semantic data).
+    # Dataset mapper of the training loader: "semantic" (image + sem_seg label),
+    # "detectron2" (Detectron2's DatasetMapper, for Panoptic-FPN's instance + semantic data) or
+    # "segfix" (the semantic mapper plus SegFix's boundary/direction targets).
     cfg.INPUT.DATASET_MAPPER_NAME = "semantic"
     # Random rescaling of training images by a factor in [MIN, MAX] (paper: 0.5-2.0) before
     # the crop of INPUT.CROP.SIZE; (1.0, 1.0) disables it.
@@ -222,6 +223,27 @@ def add_ocr_config(cfg: CN) -> None:
     # (resized to scale 1.0), added to the loss of the combined logits (NVIDIA's
     # SUPERVISED_MSCALE_WT: 0 by default, 0.05 in its Cityscapes recipes).
     cfg.MODEL.HMSA.SUPERVISED_SCALE_WEIGHT = 0.0
+
+    # ---------------------------------------------------------------------------------------
+    # SegFix (META_ARCHITECTURE "SegFixModel"): boundary and direction prediction, whose offsets
+    # refine another model's segmentation (panoptic_ocr/segfix/, docs/segfix.md).
+    # ---------------------------------------------------------------------------------------
+    cfg.MODEL.SEGFIX = CN()
+    # Backbone features resized to the first one's resolution and concatenated (HRNetV2:
+    # "concat", its four branches at stride 4; a dilated ResNet: e.g. ["res2", "res5"]).
+    cfg.MODEL.SEGFIX.IN_FEATURES = ["concat"]
+    # Width and norm of the 1x1 conv of the boundary and direction heads (openseg: 256, BN).
+    cfg.MODEL.SEGFIX.MID_CHANNELS = 256
+    cfg.MODEL.SEGFIX.NORM = "BN"
+    # Boundary pixels: within this Euclidean distance of their class region's border (openseg: 5).
+    cfg.MODEL.SEGFIX.MAX_DISTANCE = 5
+    # Pixels of the direction loss: "ground_truth" (the ground truth's boundary) or
+    # "ground_truth_and_predicted" (those also predicted as boundary, as openseg masks it).
+    cfg.MODEL.SEGFIX.DIRECTION_PIXELS = "ground_truth"
+    cfg.MODEL.SEGFIX.BOUNDARY_LOSS_WEIGHT = 1.0
+    cfg.MODEL.SEGFIX.DIRECTION_LOSS_WEIGHT = 1.0
+    # align_corners of the feature fusion and of the upsampling of its logits (openseg: True).
+    cfg.MODEL.SEGFIX.ALIGN_CORNERS = True
 
     # ---------------------------------------------------------------------------------------
     # Outputs

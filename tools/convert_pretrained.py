@@ -15,8 +15,8 @@ models, checked against the model of their released config; MODEL_ZOO.md):
     python tools/convert_pretrained.py mmseg \\
         ocrnet_hr48_512x1024_160k_cityscapes_20200602_191037-dfbf1b0c.pth \\
         pretrained/mmseg_ocrnet_hr48.pth
-    python tools/convert_pretrained.py nvidia cityscapes_ocrnet.HRNet_Mscale_outstanding-turtle.pth \\
-        pretrained/nvidia_hmsa_cityscapes.pth
+    python tools/convert_pretrained.py nvidia \\
+        cityscapes_ocrnet.HRNet_Mscale_outstanding-turtle.pth pretrained/nvidia_hmsa_cityscapes.pth
 
 (``nvidia``: NVIDIA's HRNet-OCR + hierarchical multi-scale attention, Cityscapes or Mapillary,
 into ``HMSASemanticSegmentor``; docs/multi_scale_attention.md)

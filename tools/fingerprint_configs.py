@@ -59,9 +59,14 @@ def fingerprint_config(config_file: str, size: Tuple[int, int] = (67, 99)) -> Di
                 m.running_var.copy_(torch.rand(m.num_features, generator=bn) + 0.5)
     model.eval()
     with torch.no_grad():
-        sem_seg = model([inputs])[0]["sem_seg"].double()
-    record["eval_sum"] = float(sem_seg.sum())
-    record["eval_argmax_md5"] = hashlib.md5(sem_seg.argmax(0).numpy().tobytes()).hexdigest()
+        output = model([inputs])[0]
+    if "sem_seg" in output:
+        sem_seg = output["sem_seg"].double()
+        record["eval_sum"] = float(sem_seg.sum())
+        record["eval_argmax_md5"] = hashlib.md5(sem_seg.argmax(0).numpy().tobytes()).hexdigest()
+    else:  # another model's outputs (SegFix: boundary and direction maps), each summed
+        for key in sorted(k for k, v in output.items() if isinstance(v, torch.Tensor)):
+            record[f"eval_sum_{key}"] = float(output[key].double().sum())
     if not panoptic:
         model.train()
         torch.manual_seed(3)

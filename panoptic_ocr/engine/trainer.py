@@ -41,11 +41,13 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint.checkpointer import ProjectCheckpointer, trim_metrics_for_resume
 from ..data import SemanticDatasetMapper, ensure_dataset_available
 from ..data.class_counts import check_model_matches_datasets
+from ..data.dataset_mappers import SegFixDatasetMapper
 from ..evaluation import (
     CheckedCOCOPanopticEvaluator,
     CheckedSemSegEvaluator,
     CityscapesOfficialSemSegEvaluator,
     COCOPanopticSubmissionWriter,
+    SegFixEvaluator,
     build_submission_writer,
     cityscapesscripts_available,
 )
@@ -125,7 +127,9 @@ def build_evaluator(
 ) -> DatasetEvaluator:
     """Evaluators chosen by the dataset's ``evaluator_type`` metadata; the semantic and panoptic
     ones check every ground-truth file they read
-    (:mod:`panoptic_ocr.evaluation.checked_evaluators`)."""
+    (:mod:`panoptic_ocr.evaluation.checked_evaluators`). A SegFix model
+    (``MODEL.META_ARCHITECTURE "SegFixModel"``) is scored by :class:`SegFixEvaluator` on any
+    labelled semantic dataset."""
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
@@ -134,6 +138,8 @@ def build_evaluator(
     def sem_seg() -> DatasetEvaluator:
         return CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
 
+    if cfg.MODEL.META_ARCHITECTURE == "SegFixModel":  # boundaries and directions, not classes
+        return SegFixEvaluator(dataset_name, max_distance=cfg.MODEL.SEGFIX.MAX_DISTANCE)
     if evaluator_type == "sem_seg":
         evaluators.append(sem_seg())
     elif evaluator_type == "cityscapes_sem_seg":  # Detectron2's builtin cityscapes_fine_sem_seg_*
@@ -170,7 +176,11 @@ def _build_mapper(cfg, is_train: bool):
         return SemanticDatasetMapper(cfg, is_train)
     if name == "detectron2":
         return DatasetMapper(cfg, is_train)
-    raise ValueError(f"INPUT.DATASET_MAPPER_NAME must be 'semantic' or 'detectron2', got {name!r}")
+    if name == "segfix":
+        return SegFixDatasetMapper(cfg, is_train)
+    raise ValueError(
+        f"INPUT.DATASET_MAPPER_NAME must be 'semantic', 'detectron2' or 'segfix', got {name!r}"
+    )
 
 
 class Trainer(DefaultTrainer):

@@ -10,6 +10,7 @@ from .checked_evaluators import (
 )
 from .cityscapes_evaluation import CityscapesOfficialSemSegEvaluator, cityscapesscripts_available
 from .panoptic_submission import COCOPanopticSubmissionWriter, submission_name
+from .segfix_evaluation import SegFixEvaluator
 from .submission import (
     ADE20KSubmissionWriter,
     CityscapesSubmissionWriter,
@@ -20,6 +21,7 @@ from .submission import (
 
 __all__ = [
     "BoundaryIoUEvaluator",
+    "SegFixEvaluator",
     "CheckedCOCOPanopticEvaluator",
     "CheckedSemSegEvaluator",
     "GroundTruthError",

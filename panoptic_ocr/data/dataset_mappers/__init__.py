@@ -1,1 +1,2 @@
+from .segfix_dataset_mapper import SegFixDatasetMapper
 from .semantic_dataset_mapper import SemanticDatasetMapper, read_semantic_label
