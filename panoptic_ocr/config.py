@@ -235,6 +235,9 @@ def add_ocr_config(cfg: CN) -> None:
     # Width and norm of the 1x1 conv of the boundary and direction heads (openseg: 256, BN).
     cfg.MODEL.SEGFIX.MID_CHANNELS = 256
     cfg.MODEL.SEGFIX.NORM = "BN"
+    # Activation after that norm: "relu", or "leaky_relu" (slope 0.01: openseg's InPlaceABN
+    # models, whose released checkpoints need it to be exact).
+    cfg.MODEL.SEGFIX.ACTIVATION = "relu"
     # Boundary pixels: within this Euclidean distance of their class region's border (openseg: 5).
     cfg.MODEL.SEGFIX.MAX_DISTANCE = 5
     # Pixels of the direction loss: "ground_truth" (the ground truth's boundary) or

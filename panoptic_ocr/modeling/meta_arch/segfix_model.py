@@ -15,16 +15,23 @@ from torch.nn import functional as F
 
 from ...segfix.loss import DIRECTION_PIXELS, segfix_losses
 from ...segfix.targets import NUM_DIRECTIONS, segfix_targets
-from ..layers import conv_norm_relu
+from ..layers import Activation, conv_norm_relu, head_activation
 
 __all__ = ["SegFixModel", "segfix_head"]
 
 
-def segfix_head(in_channels: int, mid_channels: int, out_channels: int, norm: str) -> nn.Sequential:
-    """1x1 conv-norm-ReLU to ``mid_channels``, then a 1x1 conv (no bias) to ``out_channels``
-    (openseg's ``mask_head`` / ``dir_head``): ``[N, C, h, w] -> [N, out_channels, h, w]``."""
+def segfix_head(
+    in_channels: int,
+    mid_channels: int,
+    out_channels: int,
+    norm: str,
+    activation: Activation = F.relu,
+) -> nn.Sequential:
+    """1x1 conv-norm-activation to ``mid_channels``, then a 1x1 conv (no bias) to
+    ``out_channels`` (openseg's ``mask_head`` / ``dir_head``):
+    ``[N, C, h, w] -> [N, out_channels, h, w]``."""
     return nn.Sequential(
-        conv_norm_relu(in_channels, mid_channels, norm, kernel_size=1),
+        conv_norm_relu(in_channels, mid_channels, norm, kernel_size=1, activation=activation),
         Conv2d(mid_channels, out_channels, kernel_size=1, bias=False),
     )
 
@@ -54,6 +61,7 @@ class SegFixModel(nn.Module):
         pixel_std: Sequence[float],
         mid_channels: int = 256,
         norm: str = "BN",
+        activation: str = "relu",
         ignore_value: int = 255,
         max_distance: int = 5,
         direction_pixels: str = "ground_truth",
@@ -79,8 +87,9 @@ class SegFixModel(nn.Module):
         self.backbone = backbone
         self.in_features = list(in_features)
         channels = sum(shapes[f].channels for f in self.in_features)
-        self.boundary_head = segfix_head(channels, mid_channels, 2, norm)
-        self.direction_head = segfix_head(channels, mid_channels, NUM_DIRECTIONS, norm)
+        act = head_activation(activation)
+        self.boundary_head = segfix_head(channels, mid_channels, 2, norm, act)
+        self.direction_head = segfix_head(channels, mid_channels, NUM_DIRECTIONS, norm, act)
         self.ignore_value = ignore_value
         self.max_distance = max_distance
         self.direction_pixels = direction_pixels
@@ -103,6 +112,7 @@ class SegFixModel(nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "mid_channels": node.MID_CHANNELS,
             "norm": node.NORM,
+            "activation": node.ACTIVATION,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "max_distance": node.MAX_DISTANCE,
             "direction_pixels": node.DIRECTION_PIXELS,
