@@ -247,6 +247,15 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.MODEL.SEGFIX.DIRECTION_LOSS_WEIGHT = 1.0
     # align_corners of the feature fusion and of the upsampling of its logits (openseg: True).
     cfg.MODEL.SEGFIX.ALIGN_CORNERS = True
+    # Refinement of another semantic model by a trained SegFix model: its checkpoint and the
+    # config it was trained with ("" = no refinement). The inference builder then refines the
+    # model's sem_seg logits before evaluation, the demo and submission writing: at every pixel
+    # whose boundary probability exceeds THRESHOLD, the logits of the pixel SCALE steps along the
+    # predicted direction (openseg: 2, 0.5).
+    cfg.MODEL.SEGFIX.WEIGHTS = ""
+    cfg.MODEL.SEGFIX.CONFIG = ""
+    cfg.MODEL.SEGFIX.SCALE = 2
+    cfg.MODEL.SEGFIX.THRESHOLD = 0.5
 
     # ---------------------------------------------------------------------------------------
     # Outputs

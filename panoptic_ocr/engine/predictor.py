@@ -19,6 +19,7 @@ from ..checkpoint.checkpointer import load_inference_weights, weight_options
 from ..data.class_counts import check_model_matches_datasets
 from ..modeling.inference import build_inference_model
 from ..modeling.meta_arch import HMSASemanticSegmentor, OCRSemanticSegmentor
+from ..modeling.segfix_refinement import SegFixRefinement
 from ..modeling.sliding_window import SlidingWindow
 from ..utils import object_regions
 
@@ -60,9 +61,13 @@ class Predictor:
         model = build_model(self.cfg).eval()
         load_inference_weights(model, self.cfg.MODEL.WEIGHTS, **weight_options(self.cfg))
         self.model = build_inference_model(self.cfg, model).eval()
+        # the segmentor itself (regions, attention maps) under a SegFix refinement
+        self.segmentor = (
+            self.model.model if isinstance(self.model, SegFixRefinement) else self.model
+        )
         self.metadata = demo_metadata(self.cfg)
         self.input_format = self.cfg.INPUT.FORMAT
-        self.semantic = isinstance(self.model, OCRSemanticSegmentor)
+        self.semantic = isinstance(self.segmentor, OCRSemanticSegmentor)
         self.max_size = max_size
         self._window = SlidingWindow.from_config(self.cfg, always=True)
         self._always_window = bool(self.cfg.TEST.SLIDING_WINDOW.ENABLED)
@@ -77,7 +82,7 @@ class Predictor:
     def has_regions(self) -> bool:
         """Whether the model's head has predicted soft object regions (OCR heads)."""
         try:
-            object_regions.region_context(self.model)
+            object_regions.region_context(self.segmentor)
         except ValueError:
             return False
         return True
@@ -114,7 +119,7 @@ class Predictor:
             ValueError: the head has no predicted soft object regions.
         """
         inputs = self._inputs(image)
-        logits, regions = object_regions.predict_with_regions(self.model, inputs)
+        logits, regions = object_regions.predict_with_regions(self.segmentor, inputs)
         return {"sem_seg": logits}, regions, tuple(inputs["image"].shape[1:])
 
     def region_maps(
@@ -123,13 +128,13 @@ class Predictor:
         """Spatial softmax and class probability ``[K, H, W]`` of region logits at ``output_size``
         (:func:`panoptic_ocr.utils.object_regions.region_maps`)."""
         return object_regions.region_maps(
-            regions, self.model.sem_seg_head.feature_stride, network_size, output_size
+            regions, self.segmentor.sem_seg_head.feature_stride, network_size, output_size
         )
 
     @property
     def has_scale_attention(self) -> bool:
         """Whether the model is a multi-scale attention model (``HMSASemanticSegmentor``)."""
-        return isinstance(self.model, HMSASemanticSegmentor)
+        return isinstance(self.segmentor, HMSASemanticSegmentor)
 
     @property
     def attention_scales(self) -> Tuple[float, ...]:
@@ -137,7 +142,7 @@ class Predictor:
         empty for a model without scale attention."""
         if not self.has_scale_attention:
             return ()
-        scales = sorted(self.model.test_scales)
+        scales = sorted(self.segmentor.test_scales)
         return tuple(scales[:-1])
 
     @torch.no_grad()
@@ -150,12 +155,12 @@ class Predictor:
         """
         if not self.has_scale_attention:
             raise ValueError(
-                f"{type(self.model).__name__} has no scale attention: use a config with "
+                f"{type(self.segmentor).__name__} has no scale attention: use a config with "
                 "MODEL.META_ARCHITECTURE HMSASemanticSegmentor"
             )
         inputs = self._inputs(image)
         window = self._window if self.uses_window(inputs["image"].shape[1:]) else None
-        maps = self.model.attention_maps([inputs], sliding_window=window)[0]
+        maps = self.segmentor.attention_maps([inputs], sliding_window=window)[0]
         size = (inputs["height"], inputs["width"])
         return {
             s: F.interpolate(a[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]

@@ -56,6 +56,7 @@ from ..checkpoint.checkpointer import load_inference_weights, weight_options
 from ..data.class_counts import check_model_matches_datasets
 from ..data.image_files import read_image
 from ..modeling.inference import build_inference_model
+from ..modeling.segfix_refinement import wants_segfix
 from ..utils.safe_write import atomic_file, check_writable
 
 __all__ = [
@@ -90,6 +91,12 @@ def build_export_model(cfg: CfgNode) -> nn.Module:
     honoured). Exported graphs are float32, channels-first and one forward per image: the
     config's ``MODEL.INFERENCE_DTYPE``, ``MODEL.INFERENCE_CHANNELS_LAST`` and
     ``TEST.SLIDING_WINDOW`` are overridden (logged when they were set)."""
+    if wants_segfix(cfg):
+        raise ValueError(
+            f"MODEL.SEGFIX.WEIGHTS is {cfg.MODEL.SEGFIX.WEIGHTS!r}: the exported graph holds the "
+            'segmentation model alone; export it with MODEL.SEGFIX.WEIGHTS "" and refine its '
+            "predictions with tools/segfix_refine.py"
+        )
     cfg = cfg.clone()
     cfg.defrost()
     overridden = {

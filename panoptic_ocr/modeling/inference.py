@@ -16,12 +16,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .meta_arch.semantic_segmentor import OCRSemanticSegmentor
 from .precision import AutocastInference, prepare_for_inference, resolve_inference_dtype
+from .segfix_refinement import SegFixRefinement, build_segfix_model, wants_segfix
 from .test_time_augmentation import SemanticSegmentorWithTTA
 
 __all__ = ["build_inference_model"]
 
 
-def build_inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
+def build_inference_model(cfg: CfgNode, model: nn.Module, *, refine: bool = True) -> nn.Module:
     """The model to evaluate/run ``model`` with, following the config's inference keys.
 
     ``model`` is an :class:`OCRSemanticSegmentor`, a ``PanopticFPN``, or a
@@ -37,6 +38,9 @@ def build_inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
       input batches), ``TEST.FOLD_BATCHNORM``: any model.
     - ``TEST.SLIDING_WINDOW.ENABLED``: only ``OCRSemanticSegmentor`` (which reads it at build
       time); any other model is an error naming the key.
+    - ``MODEL.SEGFIX.WEIGHTS`` (with ``refine``): the result, TTA included, is wrapped in
+      :class:`~panoptic_ocr.modeling.segfix_refinement.SegFixRefinement`, which refines its
+      ``sem_seg`` logits with that SegFix model (semantic models only).
 
     Raises:
         ValueError: an inference key the model cannot honour (names the key and the model).
@@ -82,6 +86,18 @@ def build_inference_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
             prepared.inference_channels_last = channels_last
     elif dtype is not None:
         prepared = AutocastInference(prepared, dtype)
-    if tta is None:
-        return prepared
-    return tta if prepared is inner else tta.with_model(prepared)
+    result = prepared if tta is None else (tta if prepared is inner else tta.with_model(prepared))
+    if refine and wants_segfix(cfg):
+        if not semantic:
+            raise ValueError(
+                f"MODEL.SEGFIX.WEIGHTS is set, but {kind} is not a semantic segmentor: SegFix "
+                'refines semantic predictions (set MODEL.SEGFIX.WEIGHTS "" for this model)'
+            )
+        result = SegFixRefinement(
+            result,
+            build_segfix_model(cfg),
+            scale=cfg.MODEL.SEGFIX.SCALE,
+            threshold=cfg.MODEL.SEGFIX.THRESHOLD,
+            input_format=cfg.INPUT.FORMAT,
+        )
+    return result

@@ -283,7 +283,8 @@ def visualize_object_regions(
     region_context(model)  # fail before any work when the head has no regions
     check_model_matches_datasets(cfg, lists=("DATASETS.TEST",))
     load_inference_weights(model, weights or "", **weight_options(cfg))
-    model = build_inference_model(cfg, model)  # INFERENCE_DTYPE, FOLD_BATCHNORM as in evaluation
+    # INFERENCE_DTYPE, FOLD_BATCHNORM as in evaluation; the regions are the model's own (no SegFix)
+    model = build_inference_model(cfg, model, refine=False)
     names, _ = class_names(cfg)
     indices = resolve_classes(classes, names)
     os.makedirs(output_dir, exist_ok=True)
