@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Does SegFix help? Each trained segmentation model evaluated as it is and refined by a trained
+SegFix model: mIoU and boundary IoU before and after, with their spread over seeds, and the time
+the refinement adds per image, side by side in one run.
+
+    python train_net.py --config-file configs/toy_scenes/segfix_R18_toy_scenes_600it.yaml \\
+        SEED 1 OUTPUT_DIR output/bench/segfix_seed1          # and SEED 2, ...
+    python tools/benchmark_segfix.py --segfix output/bench/segfix_seed* \\
+        --models "OCR (quick start)" output/bench/ocr_seed1 output/bench/ocr_seed2 \\
+        --models "fine only" output/bench/fine_only_seed1 output/bench/fine_only_seed2
+
+Run folders are what ``train_net.py`` wrote (``config.yaml``, ``model_final.pth``). The i-th run
+of each ``--models`` group is refined by the i-th ``--segfix`` run (one seed each), through the
+project's own path: ``MODEL.SEGFIX.WEIGHTS``/``CONFIG`` on the model's config, i.e. the
+inference builder's :class:`~panoptic_ocr.modeling.segfix_refinement.SegFixRefinement`, and the
+test loader with Detectron2's evaluators (mIoU; boundary IoU, :mod:`panoptic_ocr.evaluation`).
+Time: the median per-image forward of each variant over the dataset; "added" is refined minus
+plain.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from dataclasses import asdict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmark_multi_scale beside it
+
+from benchmark_multi_scale import (  # noqa: E402
+    Evaluation,
+    evaluate,
+    load_model,
+    machine_line,
+    run_config,
+)
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+
+def benchmark(
+    groups: Sequence[Tuple[str, Sequence[str]]], segfix_runs: Sequence[str], dataset=None
+) -> List[Evaluation]:
+    """For every group and run: ``<group>`` and ``<group> + SegFix`` evaluations."""
+    rows = []
+    for name, runs in groups:
+        if len(runs) > len(segfix_runs):
+            raise ValueError(
+                f"--models {name!r} has {len(runs)} runs but --segfix only {len(segfix_runs)}: "
+                "one SegFix run per seed"
+            )
+        for run, segfix in zip(runs, segfix_runs):
+            cfg = run_config(run)
+            rows.append(evaluate(name, run, cfg, load_model(cfg), dataset))
+            refined_cfg = run_config(
+                run,
+                [
+                    "MODEL.SEGFIX.WEIGHTS",
+                    os.path.join(segfix, "model_final.pth"),
+                    "MODEL.SEGFIX.CONFIG",
+                    os.path.join(segfix, "config.yaml"),
+                ],
+            )
+            rows.append(
+                evaluate(f"{name} + SegFix", run, refined_cfg, load_model(refined_cfg), dataset)
+            )
+    return rows
+
+
+def _spread(values: List[float]) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{mean:.2f} ± {std:.2f} ({' / '.join(f'{v:.2f}' for v in values)})"
+
+
+def format_report(rows: List[Evaluation]) -> str:
+    """One row per variant: mIoU, mBIoU (mean ± std, each seed), their change from the plain
+    model per seed, median ms per image and the time SegFix adds."""
+    by_method: Dict[str, List[Evaluation]] = {}
+    for r in rows:
+        by_method.setdefault(r.method, []).append(r)
+    lines = [
+        "| model | runs | mIoU | mBIoU | Δ mIoU | Δ mBIoU | ms / image | added ms |",
+        "|---|---:|---|---|---|---|---:|---:|",
+    ]
+    for method, mine in by_method.items():
+        ms = statistics.median(t for r in mine for t in r.ms_per_image)
+        plain = by_method.get(method[: -len(" + SegFix")]) if method.endswith(" + SegFix") else None
+        if plain:
+            d_miou = _spread([a.miou - b.miou for a, b in zip(mine, plain)])
+            d_mbiou = _spread([a.mbiou - b.mbiou for a, b in zip(mine, plain)])
+            base = statistics.median(t for r in plain for t in r.ms_per_image)
+            added = f"{ms - base:.1f}"
+        else:
+            d_miou = d_mbiou = added = ""
+        lines.append(
+            f"| {method} | {len(mine)} | {_spread([r.miou for r in mine])} | "
+            f"{_spread([r.mbiou for r in mine])} | {d_miou} | {d_mbiou} | {ms:.1f} | {added} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar=("NAME", "RUN"),
+        help="a name, then the run folders of that model (one per seed); repeatable",
+    )
+    parser.add_argument("--segfix", nargs="+", required=True, help="SegFix run folders")
+    parser.add_argument("--dataset", help="test dataset (default: each config's DATASETS.TEST[0])")
+    parser.add_argument("--json", help="also write the per-run results to this file")
+    args = parser.parse_args(argv)
+    setup_logger(name="panoptic_ocr")
+    groups = [(g[0], g[1:]) for g in args.models]
+    if any(not runs for _, runs in groups):
+        parser.error("--models takes a name and at least one run folder")
+    try:
+        rows = benchmark(groups, args.segfix, args.dataset)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(machine_line())
+    print(format_report(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in rows], f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
