@@ -5,8 +5,8 @@
     python tools/convert_pretrained.py mobilenetv2 mobilenet_v2-b0353104.pth pretrained/mnv2.pkl
     python tools/convert_pretrained.py hrnet hrnetv2_w48_imagenet_pretrained.pth pretrained/w48.pkl
 
-then train with ``MODEL.WEIGHTS pretrained/<file>.pkl``. Released OCR segmentation models (whole
-models, checked against the model of their released config; MODEL_ZOO.md):
+then train with ``MODEL.WEIGHTS pretrained/<file>.pkl``. Released OCR segmentation and SegFix
+models (whole models, checked against the model of their released config; MODEL_ZOO.md):
 
     python tools/convert_pretrained.py hrnet_ocr hrnet_ocr_cs_8162_torch11.pth \\
         pretrained/hrnet_ocr_cs_8162.pth
@@ -17,9 +17,14 @@ models, checked against the model of their released config; MODEL_ZOO.md):
         pretrained/mmseg_ocrnet_hr48.pth
     python tools/convert_pretrained.py nvidia \\
         cityscapes_ocrnet.HRNet_Mscale_outstanding-turtle.pth pretrained/nvidia_hmsa_cityscapes.pth
+    python tools/convert_pretrained.py segfix \\
+        segfix_hrnet_hrnet48_segfix_loss_iter80000_1_latest.pth \\
+        pretrained/openseg_segfix_hrnet_w48.pth
 
 (``nvidia``: NVIDIA's HRNet-OCR + hierarchical multi-scale attention, Cityscapes or Mapillary,
-into ``HMSASemanticSegmentor``; docs/multi_scale_attention.md)
+into ``HMSASemanticSegmentor``; docs/multi_scale_attention.md. ``segfix``: openseg's SegFix
+HRNet-W48 boundary/direction model into ``SegFixModel``, InPlaceABN or SyncBN heads read from the
+keys; HRNet2x-W20 files are refused, the project has no HRNet2x backbone; docs/segfix.md)
 
 (``--config-file`` for another released config, e.g. HRNet-OCR's LIP model), then
 ``train_net.py --eval-only --config-file <released config> MODEL.WEIGHTS <output>``. ImageNet

@@ -365,7 +365,7 @@ KINDS = tuple(CONVERTERS)
 # Released whole-model OCR checkpoints (HRNet-OCR, openseg, mmseg, NVIDIA): further kinds,
 # whose target is the whole model of a released config; :mod:`panoptic_ocr.checkpoint.released`
 # converts them (it builds on this module, so it is imported where used).
-RELEASED_KINDS = ("hrnet_ocr", "openseg", "mmseg", "nvidia")
+RELEASED_KINDS = ("hrnet_ocr", "openseg", "mmseg", "nvidia", "segfix")
 ALL_KINDS = KINDS + RELEASED_KINDS
 
 

@@ -1,8 +1,8 @@
 """Released OCR segmentation checkpoints -> the project's whole model (``OCRSemanticSegmentor``
-with ``OCRHead``), exactly.
+with ``OCRHead``), exactly; released SegFix checkpoints -> ``SegFixModel``.
 
-Kinds (``tools/convert_pretrained.py hrnet_ocr|openseg|mmseg|nvidia``) and the layouts they read
-(the variant is recognised from the keys; see MODEL_ZOO.md for the files):
+Kinds (``tools/convert_pretrained.py hrnet_ocr|openseg|mmseg|nvidia|segfix``) and the layouts
+they read (the variant is recognised from the keys; see MODEL_ZOO.md for the files):
 
 ============  ==================  ==========================================================
 kind          variant             released file layout
@@ -26,6 +26,13 @@ nvidia        ``nvidia_mscale``   NVIDIA/semantic-segmentation ``HRNet_Mscale`` 
               ``..._mapillary``   state_dict, optimizer, mean_iu, command}``, ``module.``
               (65 classes)        prefix, ``module.ocr.*``; ``module.scale_attn.*`` ->
                                   ``HMSASemanticSegmentor.scale_attention``
+segfix        ``openseg_segfix``  openseg.pytorch ``SegFix_HRNet`` on HRNet-W48 (master):
+                                  ``{"config_dict", "state_dict"}``, ``module.`` prefix,
+                                  ``module.{mask,dir}_head.{0,1,2}`` (1x1 conv, InPlaceABNSync,
+                                  1x1 conv, no biases) -> ``SegFixModel``'s
+                                  ``{boundary,direction}_head``; LeakyReLU (docs/segfix.md)
+segfix        ``openseg_segfix_   the same with torchsyncbn/torchbn heads: BN one level deeper
+              torchbn``           (``.1.0.weight``), ReLU
 ============  ==================  ==========================================================
 
 What the conversion does besides renaming (all exact in eval mode):
@@ -43,6 +50,10 @@ buffer must be filled and every shape must agree, otherwise
 :class:`~panoptic_ocr.checkpoint.convert.ConversionError` names the keys. The behaviour
 differences (``align_corners``, LeakyReLU, input channel order and normalisation, ...) are the
 released configs' business (``configs/*/semantic/released/``), not the weights'.
+
+openseg's SegFix on an HRNet2x backbone (``hrnet2x20``/``hrnext20``, openseg's
+``HighResolutionNext``: one-conv stem, ``transition0``/``stage1``, five branches) is refused with
+a :class:`~panoptic_ocr.checkpoint.convert.ConversionError`: the project has no such backbone.
 
 The R101 mappings are written from the authors' code (openseg ``lib/models/nets/ocrnet.py``
 ``SpatialOCRNet``, ``lib/models/backbones/resnet/resnet_models.py``; mmseg's ResNetV1c,
@@ -84,7 +95,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _RELEASED_CONFIGS = "configs/cityscapes/semantic/released"
 
 # ------------------------------------------------------------------------------------------
-# Target (project) module of each role of the OCR head
+# Target (project) module of each role of the OCR head (and of the SegFix heads)
 # ------------------------------------------------------------------------------------------
 _OCR = "sem_seg_head.context.object_context"
 _TARGET_ROLES = {
@@ -103,6 +114,11 @@ _TARGET_ROLES = {
     "attn.0": "scale_attention.layers.0",
     "attn.1": "scale_attention.layers.1",
     "attn.out": "scale_attention.layers.2",
+    # SegFixModel's boundary and direction heads: 1x1 conv-BN-activation, 1x1 conv (no bias)
+    "boundary.0": "boundary_head.0",
+    "boundary.out": "boundary_head.1",
+    "direction.0": "direction_head.0",
+    "direction.out": "direction_head.1",
 }
 _G_WEIGHT = f"{_OCR}.g.weight"
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -176,6 +192,18 @@ _OPENSEG_R101_HEAD: HeadTable = {
     "aux_cls": ("dsn_head.3", None),
     "cls": ("head", None),
 }
+
+
+def _openseg_segfix_head(bn: Callable[[str, int], str]) -> HeadTable:
+    """openseg's ``SegFix_HRNet``: ``mask_head`` / ``dir_head`` = Sequential(1x1 conv, BNReLU,
+    1x1 conv), no conv biases."""
+    return {
+        "boundary.0": ("mask_head.0", bn("mask_head", 1)),
+        "boundary.out": ("mask_head.2", None),
+        "direction.0": ("dir_head.0", bn("dir_head", 1)),
+        "direction.out": ("dir_head.2", None),
+    }
+
 
 _MMSEG_BLOCK = "decode_head.1.object_context_block"
 _MMSEG_HEAD: HeadTable = {
@@ -268,7 +296,7 @@ class Variant:
         author: the code base, written into the converted checkpoint's ``__author__``.
         prefix: the wrapper's prefix on every network key (``model.``, ``module.``, "").
         dropped: prefixes of keys that are not network weights (ignored).
-        head: role -> (source conv, source BN) of the OCR head.
+        head: role -> (source conv, source BN) of the head (OCR, or SegFix's two heads).
         backbone: source name (prefix included) -> target name for backbone keys (None otherwise).
         config: the released config (relative to the repository) the weights fit.
         biased: roles whose source conv carries a bias before its BN (required: a missing one
@@ -376,6 +404,26 @@ VARIANTS: Dict[str, Variant] = {
             _resnet_backbone("backbone.", _MMSEG_STEM_RULES),
             f"{_RELEASED_CONFIGS}/mmseg_ocrnet_r101_d8_512x1024_cityscapes.yaml",
         ),
+        Variant(
+            "openseg_segfix",
+            "segfix",
+            "openseg-group/openseg.pytorch (SegFix_HRNet, InPlaceABNSync)",
+            "module.",
+            (),
+            _openseg_segfix_head(_abn),
+            _hrnet_backbone("module.backbone."),
+            f"{_RELEASED_CONFIGS}/openseg_segfix_hrnetv2_w48_cityscapes.yaml",
+        ),
+        Variant(
+            "openseg_segfix_torchbn",
+            "segfix",
+            "openseg-group/openseg.pytorch (SegFix_HRNet, torchsyncbn)",
+            "module.",
+            (),
+            _openseg_segfix_head(_bn_relu),
+            _hrnet_backbone("module.backbone."),
+            f"{_RELEASED_CONFIGS}/openseg_segfix_torchbn_hrnetv2_w48_cityscapes.yaml",
+        ),
     )
 }
 KINDS = RELEASED_KINDS
@@ -451,6 +499,18 @@ def detect_variant(kind: str, state_dict: Dict[str, Tensor]) -> str:
             )
         classes = state_dict["module.ocr.cls_head.weight"].shape[0]
         return "nvidia_mscale_mapillary" if classes == 65 else "nvidia_mscale"
+    if kind == "segfix":
+        if "module.mask_head.1.weight" in keys:
+            variant = "openseg_segfix"
+        elif "module.mask_head.1.0.weight" in keys:
+            variant = "openseg_segfix_torchbn"
+        else:
+            raise ConversionError(
+                "not an openseg SegFix checkpoint: none of 'module.mask_head.1.weight' "
+                "(InPlaceABNSync heads) or 'module.mask_head.1.0.weight' (SyncBN/BN + ReLU heads)"
+            )
+        _refuse_hrnet2x(state_dict)
+        return variant
     if "backbone.stem.0.weight" in keys:
         return "mmseg_r101"
     if "backbone.conv1.weight" in keys and "decode_head.1.bottleneck.conv.weight" in keys:
@@ -458,6 +518,50 @@ def detect_variant(kind: str, state_dict: Dict[str, Tensor]) -> str:
     raise ConversionError(
         "not an mmseg OCRNet checkpoint: neither 'backbone.conv1.weight' with "
         "'decode_head.1.bottleneck.conv.weight' (HRNet) nor 'backbone.stem.0.weight' (ResNetV1c)"
+    )
+
+
+_SEGFIX_BACKBONE = "module.backbone."
+# Keys only HRNet2x has: its stem's transition and first stage, and stage 4's fifth branch.
+_HRNET2X_KEY = re.compile(
+    re.escape(_SEGFIX_BACKBONE) + r"(?:(?:transition0|stage1)\.|stage4\.\d+\.branches\.4\.).+"
+)
+_HRNETV2_KEYS = ("conv2.weight", "bn2.weight", "layer1.0.conv1.weight")
+
+
+def _refuse_hrnet2x(state_dict: Dict[str, Tensor]) -> None:
+    """Raise if an openseg SegFix state dict's backbone is HRNet2x (openseg's
+    ``HighResolutionNext``: one-conv stem, ``transition0``/``stage1``, five branches, a head input
+    of ``31 x width`` channels), which the project does not have.
+
+    Raises:
+        ConversionError: HRNet2x keys, or a ``mask_head`` input that is a multiple of 31 and not
+            of 15 (names the keys found and the HRNetV2 keys missing).
+    """
+    hrnet2x = sorted(k for k in state_dict if _HRNET2X_KEY.fullmatch(k))
+    head = state_dict.get("module.mask_head.0.weight")
+    channels = int(head.shape[1]) if head is not None and head.dim() == 4 else None
+    by_shape = channels is not None and channels % 15 != 0 and channels % 31 == 0
+    if not hrnet2x and not by_shape:
+        return
+    missing = [
+        _SEGFIX_BACKBONE + k for k in _HRNETV2_KEYS if _SEGFIX_BACKBONE + k not in state_dict
+    ]
+    evidence = []
+    if hrnet2x:
+        evidence.append(f"{len(hrnet2x)} HRNet2x backbone keys, e.g. {hrnet2x[:3]}")
+    if by_shape:
+        evidence.append(
+            f"'module.mask_head.0.weight' reads {channels} channels (HRNet2x: 31 x width; "
+            "HRNetV2: 15 x width, 720 for W48)"
+        )
+    raise ConversionError(
+        "an openseg SegFix checkpoint on an HRNet2x backbone (openseg's HighResolutionNext, "
+        "'hrnet2x20'/'hrnext20'; "
+        + "; ".join(evidence)
+        + "): HRNet2x backbones are not supported here, the project's HRNet "
+        "(build_hrnet_backbone) is HRNetV2 only (two-conv stem, layer1, four branches); "
+        f"HRNetV2 keys missing from the file: {missing or 'none'}"
     )
 
 
@@ -573,7 +677,7 @@ def convert_released(
     """Convert and check a released ``kind`` state dict against the whole model.
 
     Args:
-        kind: ``hrnet_ocr``, ``openseg``, ``mmseg`` or ``nvidia``.
+        kind: ``hrnet_ocr``, ``openseg``, ``mmseg``, ``nvidia`` or ``segfix``.
         state_dict: as read by :func:`load_released` (prefixes kept).
         config_file: the config of the target model (default: the variant's released
             Cityscapes config).
