@@ -48,7 +48,8 @@ class SegFixModel(nn.Module):
     computed here). Output: training, ``{"loss_segfix_boundary", "loss_segfix_direction"}``
     (:func:`~panoptic_ocr.segfix.loss.segfix_losses`, on logits upsampled to the label's size);
     inference, one ``{"segfix_boundary": [height, width] probability, "segfix_direction": [8,
-    height, width] logits}`` per input.
+    height, width] logits}`` per input (the probability is taken at the features' resolution,
+    then upsampled, as openseg's tester does).
     """
 
     @configurable
@@ -168,9 +169,13 @@ class SegFixModel(nn.Module):
         )
         boundary, direction = self.predict(images.tensor)
         size = images.tensor.shape[-2:]
-        boundary, direction = self._upsample(boundary, size), self._upsample(direction, size)
         if self.training:
+            boundary, direction = self._upsample(boundary, size), self._upsample(direction, size)
             return self.losses(batched_inputs, boundary, direction)
+        # inference: the boundary probability at the features' resolution, then upsampled (as
+        # openseg's tester), so that its 0.5 threshold falls where openseg's does
+        boundary = self._upsample(boundary.float().softmax(dim=1)[:, 1:], size)
+        direction = self._upsample(direction, size)
         return [
             self._postprocess(
                 b, d, image_size, x.get("height", image_size[0]), x.get("width", image_size[1])
@@ -213,6 +218,6 @@ class SegFixModel(nn.Module):
             boundary = self._upsample(boundary, (height, width))
             direction = self._upsample(direction, (height, width))
         return {
-            "segfix_boundary": boundary.float().softmax(dim=1)[0, 1],
+            "segfix_boundary": boundary.float()[0, 0],
             "segfix_direction": direction.float()[0],
         }
