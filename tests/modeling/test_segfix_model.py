@@ -6,14 +6,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, load_script, make_cfg
+from conftest import QUICKSTART, RANDOM_WEIGHTS, REPO_ROOT, TINY_OCR, load_script, make_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from PIL import Image
 from torch.nn import functional as F
 
+from panoptic_ocr.config import setup_cfg
 from panoptic_ocr.data.dataset_mappers import SegFixDatasetMapper
+from panoptic_ocr.engine import Trainer
 from panoptic_ocr.evaluation import SegFixEvaluator
 from panoptic_ocr.modeling.meta_arch import SegFixModel
 from panoptic_ocr.segfix import segfix_targets
@@ -28,6 +30,15 @@ def _model(opts=()):
     cfg.MODEL.RESNETS.NORM = cfg.MODEL.SEGFIX.NORM = "BN"
     torch.manual_seed(0)
     return build_model(cfg), cfg
+
+
+def _without_segfix(cfg):
+    plain = cfg.clone()
+    plain.defrost()
+    plain.MODEL.SEGFIX.WEIGHTS = ""
+    plain.OUTPUT_DIR = cfg.OUTPUT_DIR + "_plain"
+    plain.freeze()
+    return plain
 
 
 def _label(size=(48, 64)):
@@ -170,6 +181,31 @@ def test_train_net_trains_and_evaluates_segfix(tmp_path, quiet_setup_logger):
     assert any("loss_segfix_direction" in r for r in records)
     evaluated = [r for r in records if "segfix/boundary_F" in r]
     assert evaluated and 0 <= evaluated[-1]["segfix/boundary_F"] <= 100
+
+    # ... and refines a segmentation model's evaluation through MODEL.SEGFIX.WEIGHTS
+    segmentor = setup_cfg(
+        str(REPO_ROOT / QUICKSTART),
+        RANDOM_WEIGHTS
+        + TINY_OCR
+        + [
+            "MODEL.SEGFIX.WEIGHTS",
+            str(tmp_path / "model_final.pth"),
+            "MODEL.SEGFIX.CONFIG",
+            str(tmp_path / "config.yaml"),
+            "INPUT.MIN_SIZE_TEST",
+            "96",
+            "INPUT.MAX_SIZE_TEST",
+            "96",
+            "OUTPUT_DIR",
+            str(tmp_path / "refined"),
+        ],
+    )
+    torch.manual_seed(0)
+    model = build_model(segmentor)
+    refined = Trainer.test(segmentor, model)["sem_seg"]
+    plain = Trainer.test(_without_segfix(segmentor), model)["sem_seg"]
+    assert refined["num_images"] == plain["num_images"] == 40
+    assert 0 <= refined["mIoU"] <= 100 and refined != plain
     assert isinstance(build_model(make_cfg(CONFIG, SMALL)), SegFixModel)
 
 
