@@ -16,6 +16,14 @@ inference builder's :class:`~panoptic_ocr.modeling.segfix_refinement.SegFixRefin
 test loader with Detectron2's evaluators (mIoU; boundary IoU, :mod:`panoptic_ocr.evaluation`).
 Time: the median per-image forward of each variant over the dataset; "added" is refined minus
 plain.
+
+``--targets LABEL.png [--crop H W]`` instead measures what SegFix's targets cost the data
+loader: the median time to read the label PNG, to compute the targets of the whole label and of
+a random ``--crop`` of it (the "segfix" mapper computes them on the augmented crop):
+
+    L=../shared/data/cityscapes/gtFine/val/frankfurt
+    python tools/benchmark_segfix.py --resize 1024 2048 --crop 769 769 \\
+        --targets $L/frankfurt_000000_000294_gtFine_labelTrainIds.png
 """
 
 import argparse
@@ -23,11 +31,14 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmark_multi_scale beside it
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from benchmark_multi_scale import (  # noqa: E402
     Evaluation,
     evaluate,
@@ -36,6 +47,13 @@ from benchmark_multi_scale import (  # noqa: E402
     run_config,
 )
 from detectron2.utils.logger import setup_logger  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from panoptic_ocr.data.label_files import read_label_png  # noqa: E402
+from panoptic_ocr.segfix import segfix_targets  # noqa: E402
+from panoptic_ocr.utils.measurement import median_latency_ms  # noqa: E402
+
+CPU = torch.device("cpu")
 
 
 def benchmark(
@@ -100,22 +118,68 @@ def format_report(rows: List[Evaluation]) -> str:
     return "\n".join(lines)
 
 
+def targets_cost(
+    label_file: str,
+    resize: Optional[Tuple[int, int]] = None,
+    crop: Tuple[int, int] = (769, 769),
+    runs: int = 5,
+) -> Dict[str, float]:
+    """Median ms of reading ``label_file`` (resized by nearest neighbour to ``resize`` first, and
+    written to a temporary PNG, when given), of the targets of the whole label and of a
+    ``crop`` of it."""
+    label = read_label_png(label_file)
+    if resize is not None:
+        label = np.asarray(Image.fromarray(label).resize(resize[::-1], Image.NEAREST))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "label.png")
+        Image.fromarray(label).save(path)
+        read_ms = median_latency_ms(lambda: read_label_png(path), CPU, runs=runs, warmup=1)
+    h, w = min(crop[0], label.shape[0]), min(crop[1], label.shape[1])
+    y0, x0 = (label.shape[0] - h) // 2, (label.shape[1] - w) // 2
+    piece = np.ascontiguousarray(label[y0 : y0 + h, x0 : x0 + w])
+    return {
+        "size": f"{label.shape[0]}x{label.shape[1]}",
+        "crop": f"{h}x{w}",
+        "read_label_ms": read_ms,
+        "targets_full_ms": median_latency_ms(
+            lambda: segfix_targets(label), CPU, runs=runs, warmup=1
+        ),
+        "targets_crop_ms": median_latency_ms(
+            lambda: segfix_targets(piece), CPU, runs=runs, warmup=1
+        ),
+    }
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--targets", metavar="LABEL", help="measure the targets' cost instead")
+    parser.add_argument("--resize", nargs=2, type=int, metavar=("H", "W"))
+    parser.add_argument("--crop", nargs=2, type=int, default=[769, 769], metavar=("H", "W"))
     parser.add_argument(
         "--models",
         nargs="+",
         action="append",
-        required=True,
         metavar=("NAME", "RUN"),
         help="a name, then the run folders of that model (one per seed); repeatable",
     )
-    parser.add_argument("--segfix", nargs="+", required=True, help="SegFix run folders")
+    parser.add_argument("--segfix", nargs="+", help="SegFix run folders")
     parser.add_argument("--dataset", help="test dataset (default: each config's DATASETS.TEST[0])")
     parser.add_argument("--json", help="also write the per-run results to this file")
     args = parser.parse_args(argv)
+    if args.targets:
+        cost = targets_cost(args.targets, tuple(args.resize) if args.resize else None, args.crop)
+        print(machine_line())
+        print("| label | read PNG ms | targets, whole label ms | crop | targets, crop ms |")
+        print("|---|---:|---:|---|---:|")
+        print(
+            f"| {cost['size']} | {cost['read_label_ms']:.1f} | {cost['targets_full_ms']:.1f} | "
+            f"{cost['crop']} | {cost['targets_crop_ms']:.1f} |"
+        )
+        return 0
+    if not args.models or not args.segfix:
+        parser.error("give --models and --segfix (or --targets)")
     setup_logger(name="panoptic_ocr")
     groups = [(g[0], g[1:]) for g in args.models]
     if any(not runs for _, runs in groups):
