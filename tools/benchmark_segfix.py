@@ -10,7 +10,8 @@ the refinement adds per image, side by side in one run.
         --models "fine only" output/bench/fine_only_seed1 output/bench/fine_only_seed2
 
 Run folders are what ``train_net.py`` wrote (``config.yaml``, ``model_final.pth``). The i-th run
-of each ``--models`` group is refined by the i-th ``--segfix`` run (one seed each), through the
+of each ``--models`` group is refined by the i-th ``--segfix`` run (one seed each; a single
+``--segfix`` run refines every model run), through the
 project's own path: ``MODEL.SEGFIX.WEIGHTS``/``CONFIG`` on the model's config, i.e. the
 inference builder's :class:`~panoptic_ocr.modeling.segfix_refinement.SegFixRefinement`, and the
 test loader with Detectron2's evaluators (mIoU; boundary IoU, :mod:`panoptic_ocr.evaluation`).
@@ -62,12 +63,16 @@ def benchmark(
     """For every group and run: ``<group>`` and ``<group> + SegFix`` evaluations."""
     rows = []
     for name, runs in groups:
-        if len(runs) > len(segfix_runs):
+        if len(segfix_runs) == 1:  # one SegFix model refines every run
+            pairs = [(run, segfix_runs[0]) for run in runs]
+        elif len(runs) <= len(segfix_runs):
+            pairs = list(zip(runs, segfix_runs))
+        else:
             raise ValueError(
-                f"--models {name!r} has {len(runs)} runs but --segfix only {len(segfix_runs)}: "
-                "one SegFix run per seed"
+                f"--models {name!r} has {len(runs)} runs but --segfix {len(segfix_runs)}: give one "
+                "SegFix run per seed, or a single one for all"
             )
-        for run, segfix in zip(runs, segfix_runs):
+        for run, segfix in pairs:
             cfg = run_config(run)
             rows.append(evaluate(name, run, cfg, load_model(cfg), dataset))
             refined_cfg = run_config(

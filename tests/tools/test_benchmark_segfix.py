@@ -56,4 +56,7 @@ def test_plain_and_refined_per_seed(tmp_path):
     assert (rows[0].miou, rows[0].mbiou) != (rows[1].miou, rows[1].mbiou)  # refinement acted
     report = tool.format_report(rows)
     assert report.count("\n| OCR") == 2 and "Δ mIoU" in report
-    assert tool.main(["--models", "OCR", *models, "--segfix", segfix[0]]) == 1  # 2 runs, 1 SegFix
+    three = models + [models[0]]
+    assert tool.main(["--models", "OCR", *three, "--segfix", *segfix]) == 1  # 3 runs, 2 SegFix
+    one = tool.benchmark([("OCR", models)], segfix[:1], dataset=SUBSET)  # one SegFix for all
+    assert [r.method for r in one] == ["OCR", "OCR + SegFix"] * 2
