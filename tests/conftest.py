@@ -203,3 +203,42 @@ def pytest_collection_modifyitems(config, items):
     if os.environ.get("PYTEST_XDIST_WORKER"):  # a serial run keeps pytest's order
         rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files whole
+
+
+def tiny_run_folder(path, config: str, seed: int, opts=()):
+    """A ``train_net.py``-like run folder (``config.yaml``, ``model_final.pth``) of ``config``'s
+    model with the tiny OCR widths, plain BN and random weights of ``seed``; returns
+    ``(folder, model)`` so that a test may set weights before they are saved (call
+    :func:`save_run_weights` then)."""
+    from detectron2.modeling import build_model
+
+    path.mkdir()
+    cfg = make_cfg(config, RANDOM_WEIGHTS + TINY_OCR + list(opts))
+    cfg.MODEL.RESNETS.NORM = cfg.MODEL.SEM_SEG_HEAD.NORM = cfg.MODEL.SEGFIX.NORM = "BN"
+    cfg.MODEL.WEIGHTS_ALLOW_PARTIAL = False
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    (path / "config.yaml").write_text(cfg.dump())
+    save_run_weights(path, model)
+    return str(path), model
+
+
+def save_run_weights(path, model) -> None:
+    """``model``'s weights as the run folder's ``model_final.pth``."""
+    torch.save({"model": model.state_dict()}, Path(path) / "model_final.pth")
+
+
+def register_first_images(name: str, source: str = "toy_scenes_sem_seg_val", count: int = 2):
+    """Register ``name``: the first ``count`` records of the semantic dataset ``source``, with
+    its classes (once per process)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    if name in DatasetCatalog.list():
+        return name
+    records = DatasetCatalog.get(source)[:count]
+    DatasetCatalog.register(name, lambda: records)
+    meta = MetadataCatalog.get(source)
+    MetadataCatalog.get(name).set(
+        stuff_classes=meta.stuff_classes, ignore_label=meta.ignore_label, evaluator_type="sem_seg"
+    )
+    return name

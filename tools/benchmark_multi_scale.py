@@ -159,7 +159,8 @@ def benchmark(
     return rows
 
 
-def _spread(values: List[float]) -> str:
+def spread(values: List[float]) -> str:
+    """``mean ± sample std (each value)``, two decimals."""
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else float("nan")
     each = " / ".join(f"{v:.2f}" for v in values)
@@ -182,8 +183,8 @@ def format_report(rows: List[Evaluation], scales: Sequence[float]) -> str:
         base_ms = base_ms or ms
         peak = max(r.peak_mb for r in mine)
         lines.append(
-            f"| {method} | {len(mine)} | {_spread([r.miou for r in mine])} | "
-            f"{_spread([r.mbiou for r in mine])} | {ms:.1f} | {ms / base_ms:.2f}x | {peak:.1f} |"
+            f"| {method} | {len(mine)} | {spread([r.miou for r in mine])} | "
+            f"{spread([r.mbiou for r in mine])} | {ms:.1f} | {ms / base_ms:.2f}x | {peak:.1f} |"
         )
     return "\n".join(lines)
 

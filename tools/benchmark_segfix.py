@@ -46,6 +46,7 @@ from benchmark_multi_scale import (  # noqa: E402
     load_model,
     machine_line,
     run_config,
+    spread,
 )
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -90,12 +91,6 @@ def benchmark(
     return rows
 
 
-def _spread(values: List[float]) -> str:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{mean:.2f} ± {std:.2f} ({' / '.join(f'{v:.2f}' for v in values)})"
-
-
 def format_report(rows: List[Evaluation]) -> str:
     """One row per variant: mIoU, mBIoU (mean ± std, each seed), their change from the plain
     model per seed, median ms per image and the time SegFix adds."""
@@ -110,15 +105,15 @@ def format_report(rows: List[Evaluation]) -> str:
         ms = statistics.median(t for r in mine for t in r.ms_per_image)
         plain = by_method.get(method[: -len(" + SegFix")]) if method.endswith(" + SegFix") else None
         if plain:
-            d_miou = _spread([a.miou - b.miou for a, b in zip(mine, plain)])
-            d_mbiou = _spread([a.mbiou - b.mbiou for a, b in zip(mine, plain)])
+            d_miou = spread([a.miou - b.miou for a, b in zip(mine, plain)])
+            d_mbiou = spread([a.mbiou - b.mbiou for a, b in zip(mine, plain)])
             base = statistics.median(t for r in plain for t in r.ms_per_image)
             added = f"{ms - base:.1f}"
         else:
             d_miou = d_mbiou = added = ""
         lines.append(
-            f"| {method} | {len(mine)} | {_spread([r.miou for r in mine])} | "
-            f"{_spread([r.mbiou for r in mine])} | {d_miou} | {d_mbiou} | {ms:.1f} | {added} |"
+            f"| {method} | {len(mine)} | {spread([r.miou for r in mine])} | "
+            f"{spread([r.mbiou for r in mine])} | {d_miou} | {d_mbiou} | {ms:.1f} | {added} |"
         )
     return "\n".join(lines)
 

@@ -2,50 +2,32 @@
 the inference builder, and the before/after report."""
 
 import torch
-from conftest import RANDOM_WEIGHTS, TINY_OCR, load_tool, make_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling import build_model
+from conftest import load_tool, register_first_images, save_run_weights, tiny_run_folder
 
 SINGLE = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
 SEGFIX = "configs/toy_scenes/segfix_R18_toy_scenes_600it.yaml"
 SUBSET = "toy_scenes_sem_seg_val_first2_segfix_benchmark_test"
 
 
-def _run_folder(path, config, seed, opts=()):
-    path.mkdir()
-    cfg = make_cfg(config, RANDOM_WEIGHTS + TINY_OCR + list(opts))
-    cfg.MODEL.RESNETS.NORM = cfg.MODEL.SEM_SEG_HEAD.NORM = cfg.MODEL.SEGFIX.NORM = "BN"
-    cfg.MODEL.WEIGHTS_ALLOW_PARTIAL = False
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    if config == SEGFIX:  # boundary everywhere, direction (0, +1): refinement surely acts
-        with torch.no_grad():
-            for head, channel in ((model.boundary_head, 1), (model.direction_head, 4)):
-                head[0].norm.weight.zero_()
-                head[0].norm.bias.fill_(1.0)
-                head[1].weight.zero_()
-                head[1].weight[channel] = 1.0
-    torch.save({"model": model.state_dict()}, path / "model_final.pth")
-    (path / "config.yaml").write_text(cfg.dump())
-    return str(path)
+def _known_segfix(path, seed):
+    """A SegFix run whose heads ignore the image: boundary everywhere, direction (0, +1), so
+    that refinement surely acts."""
+    folder, model = tiny_run_folder(path, SEGFIX, seed, ["MODEL.SEGFIX.MID_CHANNELS", "8"])
+    with torch.no_grad():
+        for head, channel in ((model.boundary_head, 1), (model.direction_head, 4)):
+            head[0].norm.weight.zero_()
+            head[0].norm.bias.fill_(1.0)
+            head[1].weight.zero_()
+            head[1].weight[channel] = 1.0
+    save_run_weights(folder, model)
+    return folder
 
 
 def test_plain_and_refined_per_seed(tmp_path):
     tool = load_tool("benchmark_segfix")
-    if SUBSET not in DatasetCatalog.list():
-        records = DatasetCatalog.get("toy_scenes_sem_seg_val")[:2]
-        DatasetCatalog.register(SUBSET, lambda: records)
-        meta = MetadataCatalog.get("toy_scenes_sem_seg_val")
-        MetadataCatalog.get(SUBSET).set(
-            stuff_classes=meta.stuff_classes,
-            ignore_label=meta.ignore_label,
-            evaluator_type="sem_seg",
-        )
-    models = [_run_folder(tmp_path / f"ocr{s}", SINGLE, s) for s in (1, 2)]
-    segfix = [
-        _run_folder(tmp_path / f"segfix{s}", SEGFIX, s, ["MODEL.SEGFIX.MID_CHANNELS", "8"])
-        for s in (1, 2)
-    ]
+    register_first_images(SUBSET)
+    models = [tiny_run_folder(tmp_path / f"ocr{s}", SINGLE, s)[0] for s in (1, 2)]
+    segfix = [_known_segfix(tmp_path / f"segfix{s}", s) for s in (1, 2)]
     rows = tool.benchmark([("OCR", models)], segfix, dataset=SUBSET)
     assert [(r.method, r.run) for r in rows] == [
         ("OCR", models[0]),
