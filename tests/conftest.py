@@ -1,5 +1,6 @@
 """Shared test set-up: CPU only, a small thread count, toy data in a per-session folder."""
 
+import itertools
 import os
 from pathlib import Path
 
@@ -242,3 +243,27 @@ def register_first_images(name: str, source: str = "toy_scenes_sem_seg_val", cou
         stuff_classes=meta.stuff_classes, ignore_label=meta.ignore_label, evaluator_type="sem_seg"
     )
     return name
+
+
+_registration_counter = itertools.count()
+
+
+@pytest.fixture
+def d2root(tmp_path, monkeypatch):
+    """An empty $DETECTRON2_DATASETS for this test."""
+    root = tmp_path / "d2"
+    root.mkdir()
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
+    return root
+
+
+@pytest.fixture
+def fresh_prefix():
+    """A dataset-name prefix unique to this test; its registrations are removed afterwards."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    prefix = f"test{next(_registration_counter)}"
+    yield prefix
+    for name in [n for n in DatasetCatalog.list() if n.startswith(prefix + "_")]:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

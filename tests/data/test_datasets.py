@@ -8,7 +8,6 @@ files are generated in their releases' encoding (MATLAB .mat via scipy.io.savema
 
 import csv
 import functools
-import itertools
 import re
 import shutil
 from pathlib import Path
@@ -49,32 +48,12 @@ needs_shared = pytest.mark.skipif(
     reason=f"real dataset samples not found at {SHARED_DATA} (shared/ is beside the repository)",
 )
 CS_FRAME = "frankfurt_000000_000294"
-_counter = itertools.count()
 
 
 @functools.lru_cache(maxsize=None)
 def prepare(name: str):
     """``datasets/prepare_<name>.py`` as a module (run in-process: no second torch import)."""
     return load_script(f"datasets/prepare_{name}.py")
-
-
-@pytest.fixture
-def d2root(tmp_path, monkeypatch):
-    """An empty $DETECTRON2_DATASETS for this test."""
-    root = tmp_path / "d2"
-    root.mkdir()
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
-    return root
-
-
-@pytest.fixture
-def fresh_prefix():
-    """A dataset-name prefix unique to this test; its registrations are removed afterwards."""
-    prefix = f"test{next(_counter)}"
-    yield prefix
-    for name in [n for n in DatasetCatalog.list() if n.startswith(prefix + "_")]:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
 
 
 def _png(path: Path, array: np.ndarray) -> Path:

@@ -3,7 +3,6 @@ configs. No real sample is shared: small images and palette label PNGs (as the r
 them) are written in both releases' layouts (v2.0: ``<split>/v1.2/labels``; v1.x:
 ``<split>/labels``)."""
 
-import itertools
 import re
 from pathlib import Path
 
@@ -39,31 +38,11 @@ STEMS = {
     "training": ["0035fkbjWljhaftpVM37-g", "00qclUcInksIYnm19b1Xfw"],
     "validation": ["_1Gn_xkw7sa_i9GU4mkxxQ"],
 }
-_counter = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def prepare():
     return load_script("datasets/prepare_mapillary_vistas.py")
-
-
-@pytest.fixture
-def d2root(tmp_path, monkeypatch):
-    """An empty $DETECTRON2_DATASETS for this test."""
-    root = tmp_path / "d2"
-    root.mkdir()
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
-    return root
-
-
-@pytest.fixture
-def fresh_prefix():
-    """A dataset-name prefix unique to this test; its registrations are removed afterwards."""
-    prefix = f"test_mv{next(_counter)}"
-    yield prefix
-    for name in [n for n in DatasetCatalog.list() if n.startswith(prefix + "_")]:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
 
 
 def _image(path: Path, h: int = H, w: int = W) -> Path:
