@@ -31,107 +31,26 @@ native bfloat16 support and the load (``uptime``).
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import List, Optional, Sequence
 
 warnings.filterwarnings("ignore", message=".*torch.jit.*", category=FutureWarning)
 
 import torch  # noqa: E402
-from detectron2.evaluation import DatasetEvaluators  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from panoptic_ocr.checkpoint.checkpointer import load_inference_weights, weight_options  # noqa: E402
-from panoptic_ocr.config import setup_cfg  # noqa: E402
-from panoptic_ocr.engine import Trainer  # noqa: E402
-from panoptic_ocr.evaluation import BoundaryIoUEvaluator, CheckedSemSegEvaluator  # noqa: E402
-from panoptic_ocr.modeling.inference import build_inference_model  # noqa: E402
+from panoptic_ocr.engine.run_evaluation import (  # noqa: E402
+    Evaluation,
+    evaluate,
+    load_model,
+    run_config,
+    spread,
+)
 from panoptic_ocr.modeling.test_time_augmentation import SemanticSegmentorWithTTA  # noqa: E402
-from panoptic_ocr.utils.measurement import peak_memory_bytes  # noqa: E402
-
-
-@dataclass
-class Evaluation:
-    """One method on one run."""
-
-    method: str
-    run: str
-    miou: float
-    mbiou: float
-    ms_per_image: List[float] = field(default_factory=list)
-    peak_mb: float = 0.0
-
-
-def machine_line() -> str:
-    """CPU model, native bfloat16 (oneDNN), threads and ``uptime``'s load averages."""
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ()
-    return (
-        f"CPU: {model}; native bfloat16 (mkldnn): {bf16}; torch {torch.__version__}; "
-        f"threads {torch.get_num_threads()}; uptime load average (1, 5, 15 min): {load}"
-    )
-
-
-def run_config(run_dir: str, opts: Sequence[str] = ()):
-    """The config of a ``train_net.py`` run folder with its final weights."""
-    config = os.path.join(run_dir, "config.yaml")
-    weights = os.path.join(run_dir, "model_final.pth")
-    for path in (config, weights):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{run_dir}: no {os.path.basename(path)} (a train_net.py run?)")
-    return setup_cfg(
-        config,
-        ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "TEST.AUG.ENABLED", "False"] + list(opts),
-    )
-
-
-def load_model(cfg):
-    """The inference model of ``cfg`` with its weights (refused unless they fill the model)."""
-    model = build_model(cfg).eval()
-    load_inference_weights(model, cfg.MODEL.WEIGHTS, **weight_options(cfg))
-    return build_inference_model(cfg, model).eval()
-
-
-def evaluate(method: str, run: str, cfg, model, dataset: Optional[str] = None) -> Evaluation:
-    """mIoU, mBIoU, per-image times and the first image's peak memory of ``model`` over the
-    config's (or ``dataset``'s) test set."""
-    name = dataset or cfg.DATASETS.TEST[0]
-    evaluators = DatasetEvaluators(
-        [
-            CheckedSemSegEvaluator(name, distributed=False),
-            BoundaryIoUEvaluator(name, distributed=False),
-        ]
-    )
-    evaluators.reset()
-    times, peak = [], 0
-    with torch.no_grad():
-        for i, inputs in enumerate(Trainer.build_test_loader(cfg, name)):
-            if i == 0:
-                peak = peak_memory_bytes(lambda: model(inputs) and None, torch.device("cpu"))
-            start = time.perf_counter()
-            outputs = model(inputs)
-            times.append((time.perf_counter() - start) * 1000.0 / len(inputs))
-            evaluators.process(inputs, outputs)
-    results = evaluators.evaluate()
-    return Evaluation(
-        method,
-        run,
-        results["sem_seg"]["mIoU"],
-        results["sem_seg_boundary"]["mBIoU"],
-        times,
-        peak / 2**20,
-    )
+from panoptic_ocr.utils.measurement import machine_line  # noqa: E402
 
 
 def benchmark(
@@ -157,14 +76,6 @@ def benchmark(
             cfg = run_config(run, ["MODEL.HMSA.TEST_SCALES", str(test_scales)])
             rows.append(evaluate(method, run, cfg, load_model(cfg), dataset))
     return rows
-
-
-def spread(values: List[float]) -> str:
-    """``mean ± sample std (each value)``, two decimals."""
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    each = " / ".join(f"{v:.2f}" for v in values)
-    return f"{mean:.2f} ± {std:.2f} ({each})"
 
 
 def format_report(rows: List[Evaluation], scales: Sequence[float]) -> str:

@@ -36,24 +36,21 @@ import tempfile
 from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmark_multi_scale beside it
+import numpy as np
+import torch
+from detectron2.utils.logger import setup_logger
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from benchmark_multi_scale import (  # noqa: E402
+from panoptic_ocr.data.label_files import read_label_png
+from panoptic_ocr.engine.run_evaluation import (
     Evaluation,
     evaluate,
     load_model,
-    machine_line,
     run_config,
     spread,
 )
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from panoptic_ocr.data.label_files import read_label_png  # noqa: E402
-from panoptic_ocr.segfix import segfix_targets  # noqa: E402
-from panoptic_ocr.utils.measurement import median_latency_ms  # noqa: E402
+from panoptic_ocr.segfix import segfix_targets
+from panoptic_ocr.utils.measurement import machine_line, median_latency_ms
 
 CPU = torch.device("cpu")
 

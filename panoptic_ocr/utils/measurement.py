@@ -193,3 +193,19 @@ def time_interleaved(
             for name, call in calls.items():
                 times[name].append(_elapsed_ms(call, device))
     return times
+
+
+def machine_line() -> str:
+    """CPU model, native bfloat16 (oneDNN), threads and ``uptime``'s load averages."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ()
+    return (
+        f"CPU: {model}; native bfloat16 (mkldnn): {bf16}; torch {torch.__version__}; "
+        f"threads {torch.get_num_threads()}; uptime load average (1, 5, 15 min): {load}"
+    )
