@@ -17,12 +17,9 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils.comm import all_gather, is_main_process, synchronize
 from torch import Tensor
 
-from ..data.dataset_mappers.semantic_dataset_mapper import read_semantic_label
+from .label_file_evaluator import LabelFileEvaluator
 
 __all__ = [
     "BoundaryIoUEvaluator",
@@ -85,7 +82,7 @@ def mean_boundary_iou(intersection: Tensor, union: Tensor) -> Tuple[float, List[
     return (sum(present) / len(present) if present else float("nan")), per_class
 
 
-class BoundaryIoUEvaluator(DatasetEvaluator):
+class BoundaryIoUEvaluator(LabelFileEvaluator):
     """Boundary IoU over a registered semantic dataset (``sem_seg_file_name`` labels, the
     metadata's ``stuff_classes`` and ``ignore_label``), from outputs ``{"sem_seg": [K, H, W]}``.
 
@@ -94,54 +91,34 @@ class BoundaryIoUEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, dataset_name: str, dilation_ratio: float = 0.02, distributed: bool = True):
-        self._dataset_name = dataset_name
-        meta = MetadataCatalog.get(dataset_name)
-        self._classes = list(meta.stuff_classes)
-        self._ignore_label = meta.get("ignore_label", 255)
+        super().__init__(dataset_name, distributed)
         self._dilation_ratio = dilation_ratio
-        self._distributed = distributed
-        self._labels = {
-            d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset_name)
-        }
         self.reset()
 
     def reset(self) -> None:
-        k = len(self._classes)
-        self._intersection = torch.zeros(k, dtype=torch.int64)
-        self._union = torch.zeros(k, dtype=torch.int64)
-        self._images = 0
+        # per class: intersection, union; then the number of images
+        self._counts = np.zeros(2 * len(self._classes) + 1, dtype=np.int64)
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
+        k = len(self._classes)
         for record, output in zip(inputs, outputs):
-            label_file = self._labels.get(record["file_name"])
-            if label_file is None:
-                raise ValueError(
-                    f"Image '{record['file_name']}' has no label in dataset '{self._dataset_name}'"
-                )
-            label = torch.from_numpy(
-                read_semantic_label(label_file, len(self._classes), self._ignore_label).astype(
-                    np.int64
-                )
-            )
+            label = torch.from_numpy(self.label_of(record))
             prediction = output["sem_seg"].argmax(dim=0).cpu()
             i, u = boundary_iou_counts(
-                prediction, label, len(self._classes), self._ignore_label, self._dilation_ratio
+                prediction, label, k, self._ignore_label, self._dilation_ratio
             )
-            self._intersection += i
-            self._union += u
-            self._images += 1
+            self._counts[:k] += i.numpy()
+            self._counts[k : 2 * k] += u.numpy()
+            self._counts[-1] += 1
 
     def evaluate(self) -> Optional[Dict]:
-        intersection, union, images = self._intersection, self._union, self._images
-        if self._distributed:
-            synchronize()
-            gathered = all_gather((intersection, union, images))
-            if not is_main_process():
-                return None
-            intersection = sum(g[0] for g in gathered)
-            union = sum(g[1] for g in gathered)
-            images = sum(g[2] for g in gathered)
-        mean, per_class = mean_boundary_iou(intersection, union)
-        result = {"mBIoU": mean, "num_images": images}
+        counts = self.summed(self._counts)
+        if counts is None:
+            return None
+        k = len(self._classes)
+        mean, per_class = mean_boundary_iou(
+            torch.from_numpy(counts[:k]), torch.from_numpy(counts[k : 2 * k])
+        )
+        result = {"mBIoU": mean, "num_images": int(counts[-1])}
         result.update({f"BIoU-{name}": v for name, v in zip(self._classes, per_class)})
         return {"sem_seg_boundary": result}

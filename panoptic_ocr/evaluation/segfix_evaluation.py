@@ -5,17 +5,14 @@ registered semantic dataset (its labels give the targets, :func:`segfix_targets`
 from typing import Dict, List, Optional
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils.comm import all_gather, is_main_process, synchronize
 
-from ..data.dataset_mappers.semantic_dataset_mapper import read_semantic_label
 from ..segfix.targets import segfix_targets
+from .label_file_evaluator import LabelFileEvaluator
 
 __all__ = ["SegFixEvaluator"]
 
 
-class SegFixEvaluator(DatasetEvaluator):
+class SegFixEvaluator(LabelFileEvaluator):
     """From outputs ``{"segfix_boundary": [H, W] probability, "segfix_direction": [8, H, W]}``
     at each label's size: boundary = probability > ``threshold``, counted on the labelled
     pixels against the ground truth's boundary (``MODEL.SEGFIX.MAX_DISTANCE``), and the argmax
@@ -32,16 +29,9 @@ class SegFixEvaluator(DatasetEvaluator):
         threshold: float = 0.5,
         distributed: bool = True,
     ):
-        self._dataset_name = dataset_name
-        meta = MetadataCatalog.get(dataset_name)
-        self._num_classes = len(meta.stuff_classes)
-        self._ignore_label = meta.get("ignore_label", 255)
+        super().__init__(dataset_name, distributed)
         self._max_distance = max_distance
         self._threshold = threshold
-        self._distributed = distributed
-        self._labels = {
-            d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset_name)
-        }
         self.reset()
 
     def reset(self) -> None:
@@ -50,20 +40,13 @@ class SegFixEvaluator(DatasetEvaluator):
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         for record, output in zip(inputs, outputs):
-            label_file = self._labels.get(record["file_name"])
-            if label_file is None:
-                raise ValueError(
-                    f"Image '{record['file_name']}' has no label in dataset '{self._dataset_name}'"
-                )
-            label = read_semantic_label(label_file, self._num_classes, self._ignore_label)
-            boundary, direction, _ = segfix_targets(
-                label.astype(np.int64), self._ignore_label, self._max_distance
-            )
+            label = self.label_of(record)
+            boundary, direction, _ = segfix_targets(label, self._ignore_label, self._max_distance)
             probability = output["segfix_boundary"].cpu().numpy()
             if probability.shape != label.shape:
                 raise ValueError(
-                    f"Image '{record['file_name']}': SegFix output {probability.shape} and label "
-                    f"'{label_file}' {label.shape} differ in size"
+                    f"Image '{record['file_name']}': SegFix output {probability.shape} and its "
+                    f"label {label.shape} differ in size"
                 )
             labelled = boundary != self._ignore_label
             predicted = (probability > self._threshold) & labelled
@@ -80,13 +63,9 @@ class SegFixEvaluator(DatasetEvaluator):
             )
 
     def evaluate(self) -> Optional[Dict]:
-        counts = self._counts
-        if self._distributed:
-            synchronize()
-            gathered = all_gather(counts)
-            if not is_main_process():
-                return None
-            counts = np.sum(gathered, axis=0)
+        counts = self.summed(self._counts)
+        if counts is None:
+            return None
         tp, predicted, truth, correct, images = (int(c) for c in counts)
         precision = 100.0 * tp / predicted if predicted else float("nan")
         recall = 100.0 * tp / truth if truth else float("nan")
