@@ -240,6 +240,13 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.MODEL.SEGFIX.ACTIVATION = "relu"
     # Boundary pixels: within this Euclidean distance of their class region's border (openseg: 5).
     cfg.MODEL.SEGFIX.MAX_DISTANCE = 5
+    # Where the "segfix" mapper gets the targets: "online" (computed on every augmented crop
+    # in the loader's workers) or "cached" (the full labels' targets, written once by
+    # datasets/prepare_segfix_targets.py and augmented with the label, as openseg does; several
+    # times cheaper on large labels, see docs/segfix.md). TARGETS_DIR: the cache's root ("" =
+    # $DETECTRON2_DATASETS/segfix_targets), mirroring the labels' paths under that root.
+    cfg.MODEL.SEGFIX.TARGETS = "online"
+    cfg.MODEL.SEGFIX.TARGETS_DIR = ""
     # Pixels of the direction loss: "ground_truth" (the ground truth's boundary) or
     # "ground_truth_and_predicted" (those also predicted as boundary, as openseg masks it).
     cfg.MODEL.SEGFIX.DIRECTION_PIXELS = "ground_truth"

@@ -20,11 +20,17 @@ plain.
 
 ``--targets LABEL.png [--crop H W]`` instead measures what SegFix's targets cost the data
 loader: the median time to read the label PNG, to compute the targets of the whole label and of
-a random ``--crop`` of it (the "segfix" mapper computes them on the augmented crop):
+a central ``--crop`` of it (``MODEL.SEGFIX.TARGETS "online"``: the "segfix" mapper computes them
+on the augmented crop), and to read the label's cached target PNG and crop, flip and decode it
+(``"cached"``):
 
-    L=../shared/data/cityscapes/gtFine/val/frankfurt
+    C=../shared/data/cityscapes; F=frankfurt_000000_000294
     python tools/benchmark_segfix.py --resize 1024 2048 --crop 769 769 \\
-        --targets $L/frankfurt_000000_000294_gtFine_labelTrainIds.png
+        --targets $C/gtFine/val/frankfurt/${F}_gtFine_labelTrainIds.png \\
+        --image $C/leftImg8bit/val/frankfurt/${F}_leftImg8bit.png
+
+With ``--image``, it also times the whole loader step per training record (read, random scale
+0.5-2, crop, flip) of the semantic mapper and of the "segfix" mapper with each target source.
 """
 
 import argparse
@@ -38,9 +44,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from detectron2.data import transforms as T
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
+from panoptic_ocr.data import RandomScale, SemanticDatasetMapper
+from panoptic_ocr.data.dataset_mappers import SegFixDatasetMapper
 from panoptic_ocr.data.label_files import read_label_png
 from panoptic_ocr.engine.run_evaluation import (
     Evaluation,
@@ -50,6 +59,13 @@ from panoptic_ocr.engine.run_evaluation import (
     spread,
 )
 from panoptic_ocr.segfix import segfix_targets
+from panoptic_ocr.segfix.target_files import (
+    augment_targets,
+    decode_targets,
+    read_target_file,
+    target_file_path,
+    targets_of_label,
+)
 from panoptic_ocr.utils.measurement import machine_line, median_latency_ms
 
 CPU = torch.device("cpu")
@@ -122,18 +138,30 @@ def targets_cost(
     runs: int = 5,
 ) -> Dict[str, float]:
     """Median ms of reading ``label_file`` (resized by nearest neighbour to ``resize`` first, and
-    written to a temporary PNG, when given), of the targets of the whole label and of a
-    ``crop`` of it."""
+    written to a temporary PNG, when given); of the targets of the whole label and of a ``crop``
+    of it ("online"); and of the "cached" path: reading the label's cached target PNG, then
+    cropping, flipping and decoding it as the mapper does."""
     label = read_label_png(label_file)
     if resize is not None:
         label = np.asarray(Image.fromarray(label).resize(resize[::-1], Image.NEAREST))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "label.png")
-        Image.fromarray(label).save(path)
-        read_ms = median_latency_ms(lambda: read_label_png(path), CPU, runs=runs, warmup=1)
     h, w = min(crop[0], label.shape[0]), min(crop[1], label.shape[1])
     y0, x0 = (label.shape[0] - h) // 2, (label.shape[1] - w) // 2
     piece = np.ascontiguousarray(label[y0 : y0 + h, x0 : x0 + w])
+    augment = [
+        T.CropTransform(x0, y0, w, h),
+        T.HFlipTransform(w),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "label.png")
+        Image.fromarray(label).save(path)
+        cached = target_file_path(path, 5, tmp)
+        os.makedirs(os.path.dirname(cached))
+        Image.fromarray(targets_of_label(label, 255, 5)).save(cached)
+        read_ms = median_latency_ms(lambda: read_label_png(path), CPU, runs=runs, warmup=1)
+        read_targets_ms = median_latency_ms(
+            lambda: read_target_file(cached, path, label.shape), CPU, runs=runs, warmup=1
+        )
+        packed = read_target_file(cached, path, label.shape)
     return {
         "size": f"{label.shape[0]}x{label.shape[1]}",
         "crop": f"{h}x{w}",
@@ -144,7 +172,94 @@ def targets_cost(
         "targets_crop_ms": median_latency_ms(
             lambda: segfix_targets(piece), CPU, runs=runs, warmup=1
         ),
+        "read_targets_ms": read_targets_ms,
+        "augment_targets_ms": median_latency_ms(
+            lambda: decode_targets(augment_targets(packed, augment)),
+            CPU,
+            runs=runs,
+            warmup=1,
+        ),
     }
+
+
+def format_targets_cost(cost: Dict[str, float]) -> str:
+    """The markdown table of :func:`targets_cost`."""
+    cached = cost["read_targets_ms"] + cost["augment_targets_ms"]
+    return "\n".join(
+        [
+            "| label | read label PNG ms | online: targets of the whole label ms | crop "
+            "| online: targets of the crop ms | cached: read target PNG ms "
+            "| cached: crop + flip + decode ms | cached total / label read |",
+            "|---|---:|---:|---|---:|---:|---:|---:|",
+            f"| {cost['size']} | {cost['read_label_ms']:.1f} | {cost['targets_full_ms']:.1f} | "
+            f"{cost['crop']} | {cost['targets_crop_ms']:.1f} | {cost['read_targets_ms']:.1f} | "
+            f"{cost['augment_targets_ms']:.1f} | {cached / cost['read_label_ms']:.2f}x |",
+        ]
+    )
+
+
+def mapper_cost(
+    image_file: str,
+    label_file: str,
+    resize: Optional[Tuple[int, int]] = None,
+    crop: Tuple[int, int] = (769, 769),
+    runs: int = 9,
+) -> Dict[str, float]:
+    """Median ms per training record of the whole loader step (read the image and label, the
+    paper's augmentations: random scale 0.5-2, ``crop`` padded with ignore, flip) for the
+    semantic mapper and the "segfix" mapper with online and with cached targets. The image and
+    label (resized to ``resize`` first, when given) are written to a temporary folder; each
+    mapper sees the same sequence of random draws."""
+    image = np.asarray(Image.open(image_file).convert("RGB"))
+    label = read_label_png(label_file)
+    if resize is not None:
+        image = np.asarray(Image.fromarray(image).resize(resize[::-1], Image.BILINEAR))
+        label = np.asarray(Image.fromarray(label).resize(resize[::-1], Image.NEAREST))
+    augmentations = [
+        RandomScale(0.5, 2.0),
+        T.FixedSizeCrop(crop, pad=True, pad_value=0.0, seg_pad_value=255),
+        T.RandomFlip(horizontal=True, vertical=False),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs = dict(
+            augmentations=augmentations, image_format="RGB", ignore_label=255, num_classes=None
+        )
+        mappers = {
+            "semantic": SemanticDatasetMapper(True, **kwargs),
+            "segfix_online": SegFixDatasetMapper(True, targets="online", **kwargs),
+            "segfix_cached": SegFixDatasetMapper(
+                True, targets="cached", targets_dir=tmp, **kwargs
+            ),
+        }
+        record = {
+            "file_name": os.path.join(tmp, "image.png"),
+            "sem_seg_file_name": os.path.join(tmp, "label.png"),
+        }
+        Image.fromarray(image).save(record["file_name"])
+        Image.fromarray(label).save(record["sem_seg_file_name"])
+        cached = target_file_path(record["sem_seg_file_name"], 5, tmp)
+        os.makedirs(os.path.dirname(cached))
+        Image.fromarray(targets_of_label(label, 255, 5)).save(cached)
+        cost = {}
+        for name, mapper in mappers.items():
+            np.random.seed(0)
+            cost[name] = median_latency_ms(lambda: mapper(record), CPU, runs=runs, warmup=1)
+    return cost
+
+
+def format_mapper_cost(cost: Dict[str, float]) -> str:
+    """The markdown table of :func:`mapper_cost`."""
+    base = cost["semantic"]
+    rows = [
+        ("semantic (image + label)", "semantic"),
+        ('segfix, TARGETS "online"', "segfix_online"),
+        ('segfix, TARGETS "cached"', "segfix_cached"),
+    ]
+    lines = ["| loader step per record | ms | added to semantic ms |", "|---|---:|---:|"]
+    for title, key in rows:
+        added = "" if key == "semantic" else f"{cost[key] - base:+.1f}"
+        lines.append(f"| {title} | {cost[key]:.1f} | {added} |")
+    return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -152,6 +267,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--targets", metavar="LABEL", help="measure the targets' cost instead")
+    parser.add_argument(
+        "--image", help="with --targets: also time the whole loader step on this image"
+    )
     parser.add_argument("--resize", nargs=2, type=int, metavar=("H", "W"))
     parser.add_argument("--crop", nargs=2, type=int, default=[769, 769], metavar=("H", "W"))
     parser.add_argument(
@@ -168,12 +286,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.targets:
         cost = targets_cost(args.targets, tuple(args.resize) if args.resize else None, args.crop)
         print(machine_line())
-        print("| label | read PNG ms | targets, whole label ms | crop | targets, crop ms |")
-        print("|---|---:|---:|---|---:|")
-        print(
-            f"| {cost['size']} | {cost['read_label_ms']:.1f} | {cost['targets_full_ms']:.1f} | "
-            f"{cost['crop']} | {cost['targets_crop_ms']:.1f} |"
-        )
+        print(format_targets_cost(cost))
+        if args.image:
+            print()
+            resize = tuple(args.resize) if args.resize else None
+            print(format_mapper_cost(mapper_cost(args.image, args.targets, resize, args.crop)))
         return 0
     if not args.models or not args.segfix:
         parser.error("give --models and --segfix (or --targets)")

@@ -11,12 +11,18 @@ test-time augmentation, which import nothing from it.
 import copy
 
 from detectron2.config import CfgNode
+from detectron2.modeling import PanopticFPN
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .meta_arch.semantic_segmentor import OCRSemanticSegmentor
 from .precision import AutocastInference, prepare_for_inference, resolve_inference_dtype
-from .segfix_refinement import SegFixRefinement, build_segfix_model, wants_segfix
+from .segfix_refinement import (
+    SegFixRefinement,
+    build_segfix_model,
+    panoptic_combine_options,
+    wants_segfix,
+)
 from .test_time_augmentation import SemanticSegmentorWithTTA
 
 __all__ = ["build_inference_model"]
@@ -40,7 +46,8 @@ def build_inference_model(cfg: CfgNode, model: nn.Module, *, refine: bool = True
       time); any other model is an error naming the key.
     - ``MODEL.SEGFIX.WEIGHTS`` (with ``refine``): the result, TTA included, is wrapped in
       :class:`~panoptic_ocr.modeling.segfix_refinement.SegFixRefinement`, which refines its
-      ``sem_seg`` logits with that SegFix model (semantic models only).
+      ``sem_seg`` logits with that SegFix model (semantic segmentors, and Panoptic-FPN, whose
+      panoptic output is then merged again from the refined semantic map).
 
     Raises:
         ValueError: an inference key the model cannot honour (names the key and the model).
@@ -88,9 +95,10 @@ def build_inference_model(cfg: CfgNode, model: nn.Module, *, refine: bool = True
         prepared = AutocastInference(prepared, dtype)
     result = prepared if tta is None else (tta if prepared is inner else tta.with_model(prepared))
     if refine and wants_segfix(cfg):
-        if not semantic:
+        panoptic = isinstance(inner, PanopticFPN)
+        if not (semantic or panoptic):
             raise ValueError(
-                f"MODEL.SEGFIX.WEIGHTS is set, but {kind} is not a semantic segmentor: SegFix "
+                f"MODEL.SEGFIX.WEIGHTS is set, but {kind} has no semantic output: SegFix "
                 'refines semantic predictions (set MODEL.SEGFIX.WEIGHTS "" for this model)'
             )
         result = SegFixRefinement(
@@ -99,5 +107,6 @@ def build_inference_model(cfg: CfgNode, model: nn.Module, *, refine: bool = True
             scale=cfg.MODEL.SEGFIX.SCALE,
             threshold=cfg.MODEL.SEGFIX.THRESHOLD,
             input_format=cfg.INPUT.FORMAT,
+            combine=panoptic_combine_options(inner) if panoptic else None,
         )
     return result

@@ -2,14 +2,16 @@
 and ``MODEL.SEGFIX.CONFIG`` on the semantic model's config): every boundary pixel that SegFix
 finds takes the logits of the pixel ``MODEL.SEGFIX.SCALE`` steps along its predicted direction
 (:mod:`panoptic_ocr.segfix.refine`). The inference builder applies it, so evaluation, TTA
-evaluation, the demo and the submission writers all see the refined predictions."""
+evaluation, the demo and the submission writers all see the refined predictions; on a
+Panoptic-FPN the semantic branch is refined and the panoptic output merged again from it."""
 
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.modeling import build_model
+from detectron2.modeling import PanopticFPN, build_model
+from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
 from torch import nn
 
 from ..checkpoint.checkpointer import load_inference_weights
@@ -17,7 +19,12 @@ from ..config import setup_cfg
 from ..segfix.refine import refine_logits, segfix_offsets
 from .meta_arch.segfix_model import SegFixModel
 
-__all__ = ["SegFixRefinement", "build_segfix_model", "wants_segfix"]
+__all__ = [
+    "SegFixRefinement",
+    "build_segfix_model",
+    "panoptic_combine_options",
+    "wants_segfix",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +64,26 @@ def build_segfix_model(cfg: CfgNode) -> SegFixModel:
     return model
 
 
+def panoptic_combine_options(model: PanopticFPN) -> Dict[str, float]:
+    """The arguments of Detectron2's ``combine_semantic_and_instance_outputs`` that ``model``
+    merges its outputs with."""
+    return {
+        "overlap_threshold": model.combine_overlap_thresh,
+        "stuff_area_thresh": model.combine_stuff_area_thresh,
+        "instances_score_thresh": model.combine_instances_score_thresh,
+    }
+
+
 class SegFixRefinement(nn.Module):
-    """``model`` (any semantic model: a segmentor, or the TTA wrapper around one) whose
-    ``sem_seg`` logits ``[K, H, W]`` are refined by ``segfix``'s offsets on the same inputs.
+    """``model`` (any semantic model: a segmentor, or the TTA wrapper around one; or a
+    Panoptic-FPN) whose ``sem_seg`` logits ``[K, H, W]`` are refined by ``segfix``'s offsets on
+    the same inputs.
 
     ``input_format`` is ``model``'s ``INPUT.FORMAT``; when SegFix was trained on the other
-    channel order (RGB / BGR), its input images are flipped. Extra call arguments (e.g.
+    channel order (RGB / BGR), its input images are flipped. ``combine``
+    (:func:`panoptic_combine_options`): for a Panoptic-FPN, its ``panoptic_seg`` (when it has
+    one) is merged again from its instances and the refined semantic map, as Detectron2's
+    ``PanopticFPN`` merges them (instances are not refined). Extra call arguments (e.g.
     ``sliding_window``) go to ``model``.
     """
 
@@ -74,12 +95,14 @@ class SegFixRefinement(nn.Module):
         scale: int = 2,
         threshold: float = 0.5,
         input_format: str = "RGB",
+        combine: Optional[Dict[str, float]] = None,
     ):
         super().__init__()
         self.model = model
         self.segfix = segfix
         self.scale = int(scale)
         self.threshold = float(threshold)
+        self.combine = combine
         segfix_format = getattr(segfix, "input_format", input_format)
         self.flip_channels = {input_format, segfix_format} == {"RGB", "BGR"}
 
@@ -100,5 +123,14 @@ class SegFixRefinement(nn.Module):
                 self.scale,
                 self.threshold,
             )
-            refined.append({**output, "sem_seg": refine_logits(logits, offsets)})
+            result = {**output, "sem_seg": refine_logits(logits, offsets)}
+            if self.combine is not None and "panoptic_seg" in output:
+                result["panoptic_seg"] = combine_semantic_and_instance_outputs(
+                    output["instances"],
+                    result["sem_seg"].argmax(dim=0),
+                    self.combine["overlap_threshold"],
+                    self.combine["stuff_area_thresh"],
+                    self.combine["instances_score_thresh"],
+                )
+            refined.append(result)
         return refined

@@ -11,6 +11,7 @@ import torch
 from conftest import QUICKSTART, RANDOM_WEIGHTS, REPO_ROOT, TINY_OCR, load_tool, make_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
 from PIL import Image
 
 from panoptic_ocr.config import setup_cfg
@@ -78,6 +79,46 @@ def test_the_inference_builder_refines_sem_seg(segfix_weights):
     with torch.no_grad():
         expected = _shift_left_by_two(tta(inputs)[0]["sem_seg"].numpy())
         np.testing.assert_array_equal(wrapped(inputs)[0]["sem_seg"].numpy(), expected)
+
+
+def test_panoptic_fpn_semantic_branch_is_refined_and_merged_again(segfix_weights):
+    cfg = setup_cfg(
+        str(REPO_ROOT / "configs/toy_scenes/panoptic_fpn_ocr_R18_toy_scenes_600it.yaml"),
+        RANDOM_WEIGHTS
+        + ["MODEL.SEGFIX.WEIGHTS", segfix_weights, "MODEL.SEGFIX.CONFIG", str(REPO_ROOT / SEGFIX)]
+        + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    refined_model = build_inference_model(cfg, model)
+    assert isinstance(refined_model, SegFixRefinement) and refined_model.combine == {
+        "overlap_threshold": model.combine_overlap_thresh,
+        "stuff_area_thresh": model.combine_stuff_area_thresh,
+        "instances_score_thresh": model.combine_instances_score_thresh,
+    }
+    image = torch.from_numpy(
+        np.asarray(Image.open(DatasetCatalog.get("toy_scenes_sem_seg_val")[0]["file_name"]))
+    )
+    inputs = [{"image": image.permute(2, 0, 1).float(), "height": 96, "width": 128}]
+    with torch.no_grad():
+        plain = model(inputs)[0]
+        refined = refined_model(inputs)[0]
+    np.testing.assert_array_equal(
+        refined["sem_seg"].numpy(), _shift_left_by_two(plain["sem_seg"].numpy())
+    )
+    # instances are not refined
+    assert torch.equal(refined["instances"].pred_masks, plain["instances"].pred_masks)
+    expected = combine_semantic_and_instance_outputs(
+        plain["instances"],
+        refined["sem_seg"].argmax(dim=0),
+        model.combine_overlap_thresh,
+        model.combine_stuff_area_thresh,
+        model.combine_instances_score_thresh,
+    )
+    assert torch.equal(refined["panoptic_seg"][0], expected[0])
+    assert refined["panoptic_seg"][1] == expected[1]
+    stuff_plain = plain["panoptic_seg"][0] != refined["panoptic_seg"][0]
+    assert stuff_plain.any()  # the merged output follows the refined semantic map
 
 
 def test_refinement_is_refused_where_it_cannot_apply(segfix_weights, tmp_path):

@@ -2,7 +2,13 @@
 the inference builder, and the before/after report."""
 
 import torch
-from conftest import load_tool, register_first_images, save_run_weights, tiny_run_folder
+from conftest import (
+    SHARED_DATA,
+    load_tool,
+    register_first_images,
+    save_run_weights,
+    tiny_run_folder,
+)
 
 SINGLE = "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
 SEGFIX = "configs/toy_scenes/segfix_R18_toy_scenes_600it.yaml"
@@ -42,3 +48,20 @@ def test_plain_and_refined_per_seed(tmp_path):
     assert tool.main(["--models", "OCR", *three, "--segfix", *segfix]) == 1  # 3 runs, 2 SegFix
     one = tool.benchmark([("OCR", models)], segfix[:1], dataset=SUBSET)  # one SegFix for all
     assert [r.method for r in one] == ["OCR", "OCR + SegFix"] * 2
+
+
+def test_targets_and_loader_costs_on_the_shared_cityscapes_sample(capsys):
+    tool = load_tool("benchmark_segfix")
+    root = SHARED_DATA / "cityscapes"
+    label = f"{root}/gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelTrainIds.png"
+    image = f"{root}/leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png"
+    cost = tool.targets_cost(label, crop=(64, 96), runs=1)
+    assert cost["size"] == "128x256" and cost["crop"] == "64x96"
+    assert all(cost[k] > 0 for k in ("read_label_ms", "targets_crop_ms", "read_targets_ms"))
+    assert "cached total / label read" in tool.format_targets_cost(cost)
+    loader = tool.mapper_cost(image, label, crop=(64, 96), runs=1)
+    assert set(loader) == {"semantic", "segfix_online", "segfix_cached"}
+    report = tool.format_mapper_cost(loader)
+    assert report.count("\n| segfix") == 2
+    assert tool.main(["--targets", label, "--image", image, "--crop", "64", "96"]) == 0
+    assert 'segfix, TARGETS "cached"' in capsys.readouterr().out

@@ -154,13 +154,22 @@ class SemanticDatasetMapper:
         }
 
     def __call__(self, dataset_dict: Dict) -> Dict:
+        return self.map_with_transforms(dataset_dict)[0]
+
+    def map_with_transforms(
+        self, dataset_dict: Dict, read_label: bool = True
+    ) -> Tuple[Dict, T.TransformList, Tuple[int, int]]:
+        """``(record, transforms, (H, W))``: the mapped record, the augmentations applied to its
+        image and label, and the image's size before them (for a subclass that carries other
+        per-pixel maps through the same transforms). ``read_label=False``: no ``sem_seg``, the
+        label file is not read (a subclass that reads what it needs from elsewhere)."""
         dataset_dict = copy.deepcopy(dataset_dict)
         file_name = dataset_dict["file_name"]
         image = read_image(file_name, format=self.image_format)
         utils.check_image_size(dataset_dict, image)
 
         label = None
-        if self.load_sem_seg:
+        if self.load_sem_seg and read_label:
             if "sem_seg_file_name" not in dataset_dict:
                 what = (
                     "Training record"
@@ -184,10 +193,11 @@ class SemanticDatasetMapper:
                     "which the augmentations cannot carry"
                 )
             label = label.astype(np.float32)  # torch's nearest resize has no integer kernels
+        original_size = image.shape[:2]
         aug_input = T.AugInput(image, sem_seg=label)
-        self.augmentations(aug_input)
+        transforms = self.augmentations(aug_input)
         image = aug_input.image
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if label is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
-        return dataset_dict
+        return dataset_dict, transforms, original_size
