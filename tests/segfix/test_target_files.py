@@ -221,3 +221,10 @@ def test_cached_mapper_follows_random_scale_and_crop(tiny_dataset, tmp_path):
     agree = (a["segfix_boundary"] == b["segfix_boundary"]).float().mean()
     assert 0.7 < agree < 1.0
     assert b["segfix_boundary"].shape == (50, 70)
+
+
+def test_unknown_target_source_is_an_error_naming_the_key():
+    with pytest.raises(ValueError, match=r"MODEL.SEGFIX.TARGETS must be one of .*'offline'"):
+        SegFixDatasetMapper(
+            True, augmentations=[], image_format="RGB", ignore_label=255, targets="offline"
+        )
