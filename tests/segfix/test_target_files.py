@@ -226,5 +226,10 @@ def test_cached_mapper_follows_random_scale_and_crop(tiny_dataset, tmp_path):
 def test_unknown_target_source_is_an_error_naming_the_key():
     with pytest.raises(ValueError, match=r"MODEL.SEGFIX.TARGETS must be one of .*'offline'"):
         SegFixDatasetMapper(
-            True, augmentations=[], image_format="RGB", ignore_label=255, targets="offline"
+            True,
+            augmentations=[],
+            image_format="RGB",
+            ignore_label=255,
+            num_classes=4,
+            targets="offline",
         )
