@@ -33,9 +33,13 @@ setup(
         "tqdm",
     ],
     extras_require={
+        # Cityscapes panoptic: createPanopticImgs (datasets/prepare_cityscapes_panoptic.py), the
+        # instance AP and the official semantic scores.
+        "cityscapes": ["cityscapesscripts>=2.2,<3"],
         # onnx + onnxruntime: tests of the ONNX export (tools/export_model.py --check); torch's
         # ONNX exporter imports onnxscript. Versions checked with torch 2.14.1 on Python 3.11.
         # pytest-xdist: make test's two workers; ruff: the lint make test runs first (ruff.toml).
+        # cityscapesscripts: as in the [cityscapes] extra.
         "test": [
             "pytest>=7",
             "pytest-xdist>=3,<4",
@@ -43,6 +47,7 @@ setup(
             "onnx>=1.16,<2",
             "onnxruntime>=1.18,<2",
             "onnxscript>=0.5,<1",
+            "cityscapesscripts>=2.2,<3",  # the Cityscapes panoptic tests
         ],
     },
 )

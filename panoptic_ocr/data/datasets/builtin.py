@@ -7,6 +7,7 @@ import os
 
 from .register_ade20k import register_all_ade20k
 from .register_cityscapes import register_all_cityscapes
+from .register_cityscapes_panoptic import register_cityscapes_panoptic
 from .register_coco_panoptic import register_all_coco_panoptic
 from .register_coco_panoptic_test_dev import register_coco_panoptic_test_dev
 from .register_coco_stuff_10k import register_coco_stuff_10k
@@ -24,6 +25,7 @@ def register_all_builtin(root: str) -> None:
     ``$PANOPTIC_OCR_CUSTOM_DATASETS`` (when set)."""
     register_toy_scenes(os.path.join(root, "toy_scenes"))
     register_all_cityscapes(root)
+    register_cityscapes_panoptic(root)
     register_all_ade20k(root)
     register_lip(root)
     register_pascal_context(root)
