@@ -147,8 +147,9 @@ def add_ocr_config(cfg: CN) -> None:
     # Data
     # ---------------------------------------------------------------------------------------
     # Dataset mapper of the training loader: "semantic" (image + sem_seg label),
-    # "detectron2" (Detectron2's DatasetMapper, for Panoptic-FPN's instance + semantic data) or
-    # "segfix" (the semantic mapper plus SegFix's boundary/direction targets).
+    # "detectron2" (Detectron2's DatasetMapper, for Panoptic-FPN's instance + semantic data),
+    # "panoptic_instances" (the same, with the instances read from a record's panoptic PNG: the
+    # Cityscapes panoptic datasets) or "segfix" (the semantic mapper plus SegFix's targets).
     cfg.INPUT.DATASET_MAPPER_NAME = "semantic"
     # Random rescaling of training images by a factor in [MIN, MAX] (paper: 0.5-2.0) before
     # the crop of INPUT.CROP.SIZE; (1.0, 1.0) disables it.
