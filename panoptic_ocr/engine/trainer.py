@@ -42,12 +42,15 @@ from ..checkpoint.checkpointer import ProjectCheckpointer, trim_metrics_for_resu
 from ..data import SemanticDatasetMapper, ensure_dataset_available
 from ..data.class_counts import check_model_matches_datasets
 from ..data.dataset_mappers import SegFixDatasetMapper
+from ..data.dataset_mappers.panoptic_instances_dataset_mapper import PanopticInstancesDatasetMapper
 from ..evaluation import (
     CheckedCOCOPanopticEvaluator,
     CheckedSemSegEvaluator,
     CityscapesOfficialSemSegEvaluator,
+    CityscapesPanopticSemSegEvaluator,
     COCOPanopticSubmissionWriter,
     SegFixEvaluator,
+    build_cityscapes_instance_evaluator,
     build_submission_writer,
     cityscapesscripts_available,
 )
@@ -158,14 +161,20 @@ def build_evaluator(
             evaluators.append(
                 COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
             )
-    elif evaluator_type == "coco_panoptic_submission":  # COCO panoptic test-dev: the server's zip
+    elif evaluator_type == "cityscapes_panoptic_seg":  # Panoptic-FPN's separated Cityscapes
+        evaluators.append(CheckedCOCOPanopticEvaluator(dataset_name, output_folder))
+        evaluators.append(sem_seg())  # the semantic branch, on the separated labels
+        evaluators.append(CityscapesPanopticSemSegEvaluator(dataset_name))  # 19-class, merged
+        evaluators.append(build_cityscapes_instance_evaluator(dataset_name))
+    elif evaluator_type in ("coco_panoptic_submission", "cityscapes_panoptic_submission"):
         writer = COCOPanopticSubmissionWriter(dataset_name, output_folder, overwrite=False)
         evaluators.append(writer)
     else:
         raise ValueError(
             f"Dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; panoptic_ocr "
             "evaluates 'sem_seg', 'cityscapes_sem_seg', 'sem_seg_submission', "
-            "'coco_panoptic_seg' and 'coco_panoptic_submission'"
+            "'coco_panoptic_seg', 'coco_panoptic_submission', 'cityscapes_panoptic_seg' and "
+            "'cityscapes_panoptic_submission'"
         )
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
@@ -178,8 +187,11 @@ def _build_mapper(cfg, is_train: bool):
         return DatasetMapper(cfg, is_train)
     if name == "segfix":
         return SegFixDatasetMapper(cfg, is_train)
+    if name == "panoptic_instances":
+        return PanopticInstancesDatasetMapper(cfg, is_train)
     raise ValueError(
-        f"INPUT.DATASET_MAPPER_NAME must be 'semantic', 'detectron2' or 'segfix', got {name!r}"
+        "INPUT.DATASET_MAPPER_NAME must be 'semantic', 'detectron2', 'segfix' or "
+        f"'panoptic_instances', got {name!r}"
     )
 
 

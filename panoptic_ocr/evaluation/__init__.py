@@ -9,6 +9,10 @@ from .checked_evaluators import (
     IncompleteEvaluationError,
 )
 from .cityscapes_evaluation import CityscapesOfficialSemSegEvaluator, cityscapesscripts_available
+from .cityscapes_panoptic_evaluation import (
+    CityscapesPanopticSemSegEvaluator,
+    build_cityscapes_instance_evaluator,
+)
 from .panoptic_submission import COCOPanopticSubmissionWriter, submission_name
 from .segfix_evaluation import SegFixEvaluator
 from .submission import (
@@ -29,9 +33,11 @@ __all__ = [
     "ADE20KSubmissionWriter",
     "COCOPanopticSubmissionWriter",
     "CityscapesOfficialSemSegEvaluator",
+    "CityscapesPanopticSemSegEvaluator",
     "CityscapesSubmissionWriter",
     "LIPSubmissionWriter",
     "SemSegSubmissionWriter",
+    "build_cityscapes_instance_evaluator",
     "build_submission_writer",
     "cityscapesscripts_available",
     "submission_name",

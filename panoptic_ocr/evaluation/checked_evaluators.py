@@ -17,7 +17,8 @@ bad file stops the evaluation with an error naming it (and, being raised in ``pr
   ids, known categories: the COCO panoptic loader's
   :func:`~panoptic_ocr.data.datasets.register_coco_panoptic.check_panoptic_segments`); per image,
   its annotation exists, its PNG exists, has the image's size and holds exactly the segment ids of
-  its ``segments_info``.
+  its ``segments_info``. The model's outputs are left as they were (Detectron2's evaluator
+  rewrites their ``segments_info`` in place), so evaluators after it read the same outputs.
 """
 
 import os
@@ -104,7 +105,7 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
                         f"Image '{record['file_name']}' has no label in dataset "
                         f"'{self._dataset_name}'"
                     )
-                label = read_semantic_label(gt_file, self._num_classes, self._ignore_label)
+                label = self._read_label(gt_file)
                 if label.shape != (record["height"], record["width"]):
                     raise _size_error(
                         "Label file",
@@ -115,10 +116,19 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
                         record["width"],
                     )
                 self._checked[gt_file] = label
-            super().process(inputs, outputs)
+            super().process(inputs, self._semantic_outputs(inputs, outputs))
             self._evaluated.update(record["file_name"] for record in inputs)
         finally:
             self._checked.clear()
+
+    def _read_label(self, gt_file: str) -> np.ndarray:
+        """The checked ``[H, W]`` label of ``gt_file``: class ids or the ignore value."""
+        return read_semantic_label(gt_file, self._num_classes, self._ignore_label)
+
+    def _semantic_outputs(self, inputs: List[Dict], outputs: List) -> List:
+        """What ``SemSegEvaluator.process`` scores: dicts with ``"sem_seg"`` scores
+        ``[C, H, W]`` (the model's outputs here; a subclass may derive them)."""
+        return outputs
 
     def reset(self) -> None:
         super().reset()
@@ -212,4 +222,12 @@ class CheckedCOCOPanopticEvaluator(COCOPanopticEvaluator):
                     record["width"],
                 )
             check_panoptic_ids(np.unique(ids), ann["segments_info"], png)
-        super().process(inputs, outputs)
+        # Detectron2's process converts each segment's category id in place and pops its
+        # "isthing": give it copies, so that the evaluators after it see the model's output.
+        copies = []
+        for output in outputs:
+            panoptic_seg, segments_info = output["panoptic_seg"]
+            if segments_info is not None:
+                segments_info = [dict(s) for s in segments_info]
+            copies.append(dict(output, panoptic_seg=(panoptic_seg, segments_info)))
+        super().process(inputs, copies)
