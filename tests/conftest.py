@@ -191,6 +191,7 @@ SLOW_FILES_FIRST = (
     "test_global_state.py",
     "test_export.py",
     "test_custom_dataset.py",
+    "test_cityscapes_panoptic_fpn.py",
     "test_context_heads.py",
 )
 

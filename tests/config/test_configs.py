@@ -22,8 +22,13 @@ PAPER = {
     "coco_stuff": (0.001, 1e-4, 520, 16, 60000, 171),
 }
 # configs/<dataset>/semantic/authors/ hold the authors' own recipes
-# (tests/config/test_recipe_configs.py).
-BENCHMARK_LEAVES = [p for p in LEAVES if p.parts[1] in PAPER and "authors" not in p.parts]
+# (tests/config/test_recipe_configs.py); configs/<dataset>/panoptic/ are Panoptic-FPN recipes
+# (tests/engine/test_cityscapes_panoptic_fpn.py).
+BENCHMARK_LEAVES = [
+    p
+    for p in LEAVES
+    if p.parts[1] in PAPER and p.parts[2] == "semantic" and "authors" not in p.parts
+]
 
 
 def test_there_are_configs_for_every_benchmark_and_backbone():
