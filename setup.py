@@ -36,10 +36,18 @@ setup(
         # Cityscapes panoptic: createPanopticImgs (datasets/prepare_cityscapes_panoptic.py), the
         # instance AP and the official semantic scores.
         "cityscapes": ["cityscapesscripts>=2.2,<3"],
+        # Exported models on CPU: ONNX Runtime, and OpenVINO (IR export, evaluation, the demo's
+        # --runtime openvino; tools/benchmark_runtimes.py).
+        "deploy": [
+            "onnx>=1.16,<2",
+            "onnxruntime>=1.18,<2",
+            "onnxscript>=0.5,<1",
+            "openvino>=2025.1,<2027",
+        ],
         # onnx + onnxruntime: tests of the ONNX export (tools/export_model.py --check); torch's
         # ONNX exporter imports onnxscript. Versions checked with torch 2.14.1 on Python 3.11.
         # pytest-xdist: make test's two workers; ruff: the lint make test runs first (ruff.toml).
-        # cityscapesscripts: as in the [cityscapes] extra.
+        # cityscapesscripts: as in the [cityscapes] extra; openvino: as in the [deploy] extra.
         "test": [
             "pytest>=7",
             "pytest-xdist>=3,<4",
@@ -48,6 +56,7 @@ setup(
             "onnxruntime>=1.18,<2",
             "onnxscript>=0.5,<1",
             "cityscapesscripts>=2.2,<3",  # the Cityscapes panoptic tests
+            "openvino>=2025.1,<2027",  # the OpenVINO export and runtime tests
         ],
     },
 )

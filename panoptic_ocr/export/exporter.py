@@ -44,12 +44,8 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.export import TracingAdapter
 from detectron2.modeling import build_model
-from detectron2.modeling.meta_arch.panoptic_fpn import (
-    PanopticFPN,
-    combine_semantic_and_instance_outputs,
-)
-from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
-from detectron2.structures import Boxes, Instances
+from detectron2.modeling.meta_arch.panoptic_fpn import PanopticFPN
+from detectron2.structures import Boxes
 from torch import Tensor, nn
 
 from ..checkpoint.checkpointer import load_inference_weights, weight_options
@@ -57,30 +53,33 @@ from ..data.class_counts import check_model_matches_datasets
 from ..data.image_files import read_image
 from ..modeling.inference import build_inference_model
 from ..modeling.segfix_refinement import wants_segfix
-from ..utils.safe_write import atomic_file, check_writable
+from ..utils.safe_write import (
+    PendingOutputs,
+    atomic_file,
+    check_writable,
+    explained_write_errors,
+)
+from .runtimes import METADATA_KEY, OPENVINO_RT_INFO, load_exported
 
 __all__ = [
     "EXPORT_FORMATS",
     "ExportCheck",
     "MatrixAdaptiveAvgPool2d",
-    "PanopticTorchScript",
     "build_export_model",
     "check_export",
     "check_images",
     "export_model",
     "format_checks",
-    "load_exported",
     "make_onnx_exportable",
+    "openvino_weights_path",
     "panoptic_adapter",
     "semantic_adapter",
 ]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_FORMATS = ("onnx", "openvino", "torchscript")
 ONNX_OPSET = 17
-# Metadata stored with the exported file (TorchScript extra file / ONNX metadata_props).
-METADATA_KEY = "panoptic_ocr.json"
 PANOPTIC_OUTPUTS = ("boxes", "scores", "classes", "masks", "sem_seg")
 
 
@@ -221,6 +220,10 @@ def _metadata(cfg: CfgNode, model: nn.Module, fmt: str) -> Dict:
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
         "head": cfg.MODEL.SEM_SEG_HEAD.NAME,
         "backbone": cfg.MODEL.BACKBONE.NAME,
+        # build_export_model refuses weights that do not fill the model unless
+        # MODEL.WEIGHTS_ALLOW_PARTIAL: only then may the graph hold random or partial weights
+        "weights": cfg.MODEL.WEIGHTS,
+        "weights_complete": bool(cfg.MODEL.WEIGHTS) and not cfg.MODEL.WEIGHTS_ALLOW_PARTIAL,
     }
     if meta["kind"] == "panoptic_fpn":
         combine = cfg.MODEL.PANOPTIC_FPN.COMBINE
@@ -244,6 +247,70 @@ def _trace_sample(size: Tuple[int, int]) -> Tensor:
     return torch.rand((1, 3, *size), generator=generator) * 255
 
 
+def _export_torchscript(model: nn.Module, sample: Tensor, meta: Dict, path: str, panoptic: bool):
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values in Detectron2 code
+        adapter = panoptic_adapter(model, sample) if panoptic else semantic_adapter(model, sample)
+        traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
+        torch.jit.save(traced, path, _extra_files={METADATA_KEY: json.dumps(meta)})
+
+
+def _export_onnx(model: nn.Module, sample: Tensor, meta: Dict, path: str) -> None:
+    import onnx
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        adapter = semantic_adapter(make_onnx_exportable(model), sample)
+        torch.onnx.export(
+            adapter,
+            adapter.flattened_inputs,
+            path,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={
+                "image": {2: "height", 3: "width"},
+                "logits": {2: "height", 3: "width"},
+            },
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    proto = onnx.load(path)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    onnx.save(proto, path)
+
+
+def openvino_weights_path(xml_path: str) -> str:
+    """The ``.bin`` file OpenVINO keeps beside an IR ``.xml`` (same stem)."""
+    return os.path.splitext(xml_path)[0] + ".bin"
+
+
+def _export_openvino(
+    model: nn.Module, sample: Tensor, meta: Dict, output: str, overwrite: bool
+) -> None:
+    """ONNX export converted by OpenVINO's ``convert_model`` into IR (``output`` ``.xml`` and its
+    ``.bin``, float32 weights), the metadata in the model's ``rt_info``. Both files are written
+    beside the targets and renamed, the ``.bin`` first."""
+    import openvino as ov
+
+    with explained_write_errors(output), PendingOutputs(overwrite=overwrite) as pending:
+        tmp_bin = pending.file(openvino_weights_path(output))  # renamed first: bin, then xml
+        tmp_xml = pending.file(output)
+        onnx_tmp = tmp_xml + ".onnx"
+        try:
+            _export_onnx(model, sample, meta, onnx_tmp)
+            ov_model = ov.convert_model(onnx_tmp)
+        finally:
+            if os.path.exists(onnx_tmp):
+                os.remove(onnx_tmp)
+        ov_model.set_rt_info(json.dumps(meta), OPENVINO_RT_INFO)
+        scratch = tmp_xml + ".ir.xml"
+        ov.save_model(ov_model, scratch, compress_to_fp16=False)
+        # the .xml does not name its .bin (OpenVINO reads the same stem): renaming is safe
+        os.replace(openvino_weights_path(scratch), tmp_bin)
+        os.replace(scratch, tmp_xml)
+
+
 def export_model(
     cfg: CfgNode,
     output: str,
@@ -257,8 +324,9 @@ def export_model(
 
     Args:
         cfg: the model's config (``MODEL.WEIGHTS``: checkpoint, "" random weights).
-        output: file to write (``.onnx`` / ``.ts``), written to a temporary sibling and renamed.
-        fmt: "onnx" or "torchscript".
+        output: file to write (``.onnx`` / ``.xml`` with its ``.bin`` / ``.ts``), written to a
+            temporary sibling and renamed.
+        fmt: "onnx", "openvino" (IR converted from the ONNX graph) or "torchscript".
         overwrite: replace an existing ``output``.
         model: the PyTorch model to export; default :func:`build_export_model`.
         trace_size: ``(h, w)`` of the image traced with (the result accepts any size).
@@ -271,134 +339,30 @@ def export_model(
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"--format must be one of {EXPORT_FORMATS}, got {fmt!r}")
     check_writable(output, overwrite=overwrite)
+    if fmt == "openvino":
+        if not output.endswith(".xml"):
+            raise ValueError(f"--output for --format openvino must end in .xml, got {output!r}")
+        check_writable(openvino_weights_path(output), overwrite=overwrite)
     if model is None:
         model = build_export_model(cfg)
     panoptic = _is_panoptic(model)
-    if panoptic and fmt == "onnx":
+    if panoptic and fmt != "torchscript":
         raise ValueError(
-            f"{cfg.MODEL.META_ARCHITECTURE}: ONNX export is for semantic models; export "
+            f"{cfg.MODEL.META_ARCHITECTURE}: {fmt} export is for semantic models; export "
             "Panoptic-FPN with --format torchscript (docs/export.md says why)"
         )
     meta = _metadata(cfg, model, fmt)
     sample = _trace_sample(trace_size)
-    with (
-        warnings.catch_warnings(),
-        torch.no_grad(),
-        atomic_file(output, overwrite=overwrite) as tmp,
-    ):
-        warnings.simplefilter("ignore")  # tracer warnings about Python values in Detectron2 code
-        if fmt == "torchscript":
-            adapter = (
-                panoptic_adapter(model, sample) if panoptic else semantic_adapter(model, sample)
-            )
-            traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
-            torch.jit.save(traced, tmp, _extra_files={METADATA_KEY: json.dumps(meta)})
-        else:
-            import onnx
-
-            adapter = semantic_adapter(make_onnx_exportable(model), sample)
-            torch.onnx.export(
-                adapter,
-                adapter.flattened_inputs,
-                tmp,
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={
-                    "image": {2: "height", 3: "width"},
-                    "logits": {2: "height", 3: "width"},
-                },
-                opset_version=ONNX_OPSET,
-                dynamo=False,
-            )
-            proto = onnx.load(tmp)
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-            onnx.save(proto, tmp)
+    if fmt == "openvino":
+        _export_openvino(model, sample, meta, output, overwrite)
+    else:
+        with atomic_file(output, overwrite=overwrite) as tmp:
+            if fmt == "torchscript":
+                _export_torchscript(model, sample, meta, tmp, panoptic)
+            else:
+                _export_onnx(model, sample, meta, tmp)
     logger.info("Wrote %s (%s, %s)", output, fmt, meta["kind"])
     return model
-
-
-# ---------------------------------------------------------------------------------------------
-# Running exported files
-# ---------------------------------------------------------------------------------------------
-class PanopticTorchScript:
-    """A traced Panoptic-FPN (:func:`export_model` with ``torchscript``) with the Python
-    post-processing of Detectron2's ``PanopticFPN.inference``.
-
-    ``predictor(image)`` takes one raw image ``[3, H, W]`` (0..255, ``INPUT.FORMAT``) and
-    returns ``PanopticFPN``'s output dict: ``sem_seg`` ``[K, H, W]``, ``instances`` and
-    ``panoptic_seg`` ``(ids [H, W], segments_info)``."""
-
-    def __init__(self, module: torch.jit.ScriptModule, combine: Dict[str, float]):
-        self.module = module
-        self.combine = combine
-
-    @torch.no_grad()
-    def __call__(self, image: Tensor) -> Dict:
-        h, w = int(image.shape[-2]), int(image.shape[-1])
-        boxes, scores, classes, masks, sem_seg = self.module(image[None].float())
-        instances = Instances((h, w))
-        instances.pred_boxes = Boxes(boxes)
-        instances.scores = scores
-        instances.pred_classes = classes
-        instances.pred_masks = masks
-        detector_r = detector_postprocess(instances, h, w)
-        sem_seg_r = sem_seg_postprocess(sem_seg[0], (h, w), h, w)
-        panoptic = combine_semantic_and_instance_outputs(
-            detector_r,
-            sem_seg_r.argmax(dim=0),
-            self.combine["overlap_threshold"],
-            self.combine["stuff_area_thresh"],
-            self.combine["instances_score_thresh"],
-        )
-        return {"sem_seg": sem_seg_r, "instances": detector_r, "panoptic_seg": panoptic}
-
-
-def load_exported(path: str):
-    """A callable of an exported file and its metadata: ``(run, metadata)``.
-
-    Semantic files: ``run(image [1, 3, H, W] float32 numpy or tensor) -> logits numpy
-    [1, K, H, W]`` (onnxruntime for ``.onnx``, ``torch.jit.load`` otherwise). Panoptic-FPN:
-    ``run`` is a :class:`PanopticTorchScript`.
-
-    Raises:
-        ValueError: the file has no panoptic_ocr metadata (not written by :func:`export_model`).
-    """
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic[:2] == b"PK":  # TorchScript archives are zip files
-        extra = {METADATA_KEY: ""}
-        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-        if not extra[METADATA_KEY]:
-            raise ValueError(
-                f"{path}: a TorchScript file without {METADATA_KEY}; "
-                "export it with tools/export_model.py"
-            )
-        meta = json.loads(extra[METADATA_KEY])
-        if meta["kind"] == "panoptic_fpn":
-            return PanopticTorchScript(module, meta["combine"]), meta
-
-        def run_ts(image) -> np.ndarray:
-            with torch.no_grad():  # traced adapters return a tuple of outputs
-                return module(torch.as_tensor(image, dtype=torch.float32))[0].numpy()
-
-        return run_ts, meta
-    import onnx
-    import onnxruntime as ort
-
-    props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    if METADATA_KEY not in props:
-        raise ValueError(
-            f"{path}: an ONNX file without {METADATA_KEY} metadata; "
-            "export it with tools/export_model.py"
-        )
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-
-    def run_onnx(image) -> np.ndarray:
-        image = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
-        return session.run(None, {"image": image})[0]
-
-    return run_onnx, json.loads(props[METADATA_KEY])
 
 
 # ---------------------------------------------------------------------------------------------
