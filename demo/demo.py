@@ -13,6 +13,8 @@
 ``MODEL.WEIGHTS ""`` runs on random weights. What is written is listed in
 demo/runner.py (and the README); existing outputs are kept unless --overwrite.
 The run ends with a count of what was written and skipped.
+``--exported model.onnx [--runtime onnxruntime|openvino]`` runs an exported semantic model
+(tools/export_model.py) instead of PyTorch, e.g. on a machine without the training set-up.
 """
 
 import argparse
@@ -29,6 +31,7 @@ from runner import run_images, run_video  # noqa: E402  (demo/runner.py, beside 
 from panoptic_ocr import setup_cfg  # noqa: E402
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
 from panoptic_ocr.engine.predictor import Predictor  # noqa: E402
+from panoptic_ocr.export import RUNTIMES  # noqa: E402
 from panoptic_ocr.utils.safe_write import OutputExistsError  # noqa: E402
 
 
@@ -71,6 +74,17 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument(
+        "--exported",
+        metavar="FILE",
+        help="run this exported semantic model (.onnx, OpenVINO .xml, .ts from "
+        "tools/export_model.py) instead of MODEL.WEIGHTS in PyTorch",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="--exported: the runtime to run it with (default: by its format)",
+    )
+    parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
     )
     add_weight_arguments(parser)
@@ -83,7 +97,23 @@ def main(argv=None) -> int:
     setup_logger(name="fvcore")
     logger = logging.getLogger("panoptic_ocr.demo")
     cfg = setup_cfg(args.config_file, list(args.opts) + weight_overrides(args))
-    predictor = Predictor(cfg, max_size=args.max_size)
+    if args.runtime and not args.exported:
+        print("demo: --runtime runs an exported file: give it with --exported", file=sys.stderr)
+        return 2
+    if args.exported and (args.regions or args.attention):
+        print(
+            "demo: --regions and --attention need the PyTorch model (the exported graph returns "
+            "logits only): leave out --exported",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        predictor = Predictor(
+            cfg, max_size=args.max_size, exported=args.exported, runtime=args.runtime
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
     try:
         if args.video_input:
             if args.raw or args.regions or args.attention:

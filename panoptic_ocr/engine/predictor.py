@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from ..checkpoint.checkpointer import load_inference_weights, weight_options
 from ..data.class_counts import check_model_matches_datasets
+from ..export.runtimes import ExportedSemanticSegmentor
 from ..modeling.inference import build_inference_model
 from ..modeling.meta_arch import HMSASemanticSegmentor, OCRSemanticSegmentor
 from ..modeling.segfix_refinement import SegFixRefinement
@@ -46,28 +47,49 @@ class Predictor:
     and partial weights only with ``MODEL.WEIGHTS_ALLOW_PARTIAL``, warned), and its class counts
     must match ``DATASETS.TEST``'s.
 
+    With ``exported`` (an ONNX, OpenVINO IR or TorchScript file of a semantic model, checked to
+    stand for ``cfg``'s fully loaded model), that file is run with ``runtime`` instead of
+    PyTorch: whole images, no object regions or attention maps.
+
     Args:
         cfg: the model's config.
         max_size: semantic models segment an image (after the test resize) whose longer side
             exceeds this in overlapping windows (``TEST.SLIDING_WINDOW.SIZE/STRIDE/BATCH_SIZE``)
             so that memory stays bounded; 0 never does. ``TEST.SLIDING_WINDOW.ENABLED`` True
             windows every image.
+        exported: an exported file to run instead of ``MODEL.WEIGHTS`` in PyTorch.
+        runtime: its runtime (:data:`~panoptic_ocr.export.runtimes.RUNTIMES`; default by its
+            format).
     """
 
-    def __init__(self, cfg: CfgNode, max_size: int = 0):
+    def __init__(
+        self,
+        cfg: CfgNode,
+        max_size: int = 0,
+        *,
+        exported: Optional[str] = None,
+        runtime: Optional[str] = None,
+    ):
         self.cfg = cfg.clone()
         self.cfg.freeze()
-        check_model_matches_datasets(self.cfg, lists=("DATASETS.TEST",))
-        model = build_model(self.cfg).eval()
-        load_inference_weights(model, self.cfg.MODEL.WEIGHTS, **weight_options(self.cfg))
-        self.model = build_inference_model(self.cfg, model).eval()
+        self.exported = exported
+        if exported:  # the file stands for the config's fully loaded model, or is refused
+            self.model = ExportedSemanticSegmentor.from_config(self.cfg, exported, runtime)
+            check_model_matches_datasets(self.cfg, lists=("DATASETS.TEST",))
+        else:
+            check_model_matches_datasets(self.cfg, lists=("DATASETS.TEST",))
+            model = build_model(self.cfg).eval()
+            load_inference_weights(model, self.cfg.MODEL.WEIGHTS, **weight_options(self.cfg))
+            self.model = build_inference_model(self.cfg, model).eval()
         # the segmentor itself (regions, attention maps) under a SegFix refinement
         self.segmentor = (
             self.model.model if isinstance(self.model, SegFixRefinement) else self.model
         )
         self.metadata = demo_metadata(self.cfg)
         self.input_format = self.cfg.INPUT.FORMAT
-        self.semantic = isinstance(self.segmentor, OCRSemanticSegmentor)
+        self.semantic = isinstance(
+            self.segmentor, (OCRSemanticSegmentor, ExportedSemanticSegmentor)
+        )
         self.max_size = max_size
         self._window = SlidingWindow.from_config(self.cfg, always=True)
         self._always_window = bool(self.cfg.TEST.SLIDING_WINDOW.ENABLED)
@@ -97,14 +119,14 @@ class Predictor:
     def uses_window(self, image_shape: Sequence[int]) -> bool:
         """Whether an image of ``image_shape`` (network input, after the test resize) is
         segmented with the sliding window."""
-        if not self.semantic:
+        if not self.semantic or self.exported:  # exported graphs segment whole images
             return False
         return self._always_window or (self.max_size > 0 and max(image_shape[:2]) > self.max_size)
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> Dict:
         inputs = self._inputs(image)
-        if not self.semantic:
+        if not self.semantic or self.exported:
             return self.model([inputs])[0]
         window = self._window if self.uses_window(inputs["image"].shape[1:]) else None
         return self.model([inputs], sliding_window=window)[0]

@@ -263,8 +263,9 @@ def check_exported_matches_config(
     """
     if meta.get("kind") != "semantic":
         raise ExportedFileError(
-            f"{path}: a {meta.get('kind')!r} model; evaluating exported files is for semantic "
-            "models (Panoptic-FPN is evaluated in PyTorch: train_net.py --eval-only)"
+            f"{path}: a {meta.get('kind')!r} model; exported files are evaluated and run by the "
+            "demo for semantic models (Panoptic-FPN runs in PyTorch: train_net.py --eval-only, "
+            "the demo without --exported)"
         )
     for key, expected in _config_values(cfg).items():
         if meta.get(key) != expected:

@@ -1,14 +1,17 @@
 """Exported files evaluated on a dataset (``tools/evaluate_exported.py``): ONNX through
 onnxruntime and OpenVINO, and OpenVINO IR, score what the PyTorch model scores through the same
 loader and evaluators; files that do not stand for the config's fully loaded model are refused
-before any inference; OpenVINO IR export writes its two files atomically."""
+before any inference; OpenVINO IR export writes its two files atomically; the demo runs an
+exported file (``--exported``) as PyTorch runs the model."""
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from conftest import (
     QUICKSTART,
+    load_script,
     load_tool,
     make_cfg,
     randomise_batchnorm,
@@ -16,6 +19,7 @@ from conftest import (
     save_run_weights,
     tiny_run_folder,
 )
+from PIL import Image
 
 from panoptic_ocr.engine import Trainer
 from panoptic_ocr.engine.exported_evaluation import evaluate_exported
@@ -153,3 +157,36 @@ def test_cli_prints_the_metrics(trained_like, run_main):
     assert f"{onnx_path} (openvino)" in out and "sem_seg" in out and "mIoU " in out
     status, _, err = run_main(main, argv + ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"])
     assert status == 2 and "num_classes" in err and "model.onnx" in err
+
+
+def test_demo_runs_the_exported_file_as_pytorch_runs_the_model(trained_like, tmp_path, run_main):
+    run, _, onnx_path, ir_path = trained_like
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name, size in (("a.png", (60, 76)), ("b.png", (45, 90))):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / name)
+    main = load_script("demo/demo.py").main
+    config = os.path.join(run, "config.yaml")
+
+    def demo(out, *extra):
+        common = ["--config-file", config, "--input", images, "--output", tmp_path / out, "--raw"]
+        return run_main(main, common + list(extra))
+
+    weights = ["--opts", "MODEL.WEIGHTS", os.path.join(run, "model_final.pth")]
+    status, _, err = demo("torch", *weights)
+    assert status == 0, err[-3000:]
+    for out, extra in (("ort", ["--exported", onnx_path]), ("ov", ["--exported", ir_path])):
+        status, stdout, err = demo(out, *extra)
+        assert status == 0, err[-3000:]
+        assert "2 input(s): wrote 4 file(s)" in stdout
+        for stem in ("a", "b"):
+            ours = np.asarray(Image.open(tmp_path / out / f"{stem}_sem_seg.png"))
+            ref = np.asarray(Image.open(tmp_path / "torch" / f"{stem}_sem_seg.png"))
+            assert ours.shape == ref.shape and (ours == ref).mean() >= 0.999, (out, stem)
+    status, _, err = demo("bad", "--exported", onnx_path, "--regions", "0")
+    assert status == 2 and "--regions and --attention need the PyTorch model" in err
+    status, _, err = demo("bad", "--runtime", "openvino", *weights)
+    assert status == 2 and "--exported" in err
+    status, _, err = demo("bad", "--exported", onnx_path, "--opts", "INPUT.FORMAT", "BGR")
+    assert status == 2 and "input_format" in err and not (tmp_path / "bad").exists()
