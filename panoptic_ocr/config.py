@@ -183,6 +183,14 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.MODEL.INFERENCE_CHANNELS_LAST = False
     # Trainer.test evaluates a copy with BatchNorm folded into the convs (training untouched).
     cfg.TEST.FOLD_BATCHNORM = False
+    # torch.compile of the evaluated semantic segmentor's backbone and head (docs/inference.md):
+    # minutes of compilation on the first images (Inductor's on-disk cache makes later runs on
+    # this machine start in seconds); pays on long evaluations, see docs/benchmarks.md.
+    cfg.TEST.COMPILE = CN()
+    cfg.TEST.COMPILE.ENABLED = False
+    # torch.compile's mode: "default", "reduce-overhead", "max-autotune",
+    # "max-autotune-no-cudagraphs".
+    cfg.TEST.COMPILE.MODE = "default"
 
     # ---------------------------------------------------------------------------------------
     # Test-time inference: sliding window and augmentation (docs/inference.md)

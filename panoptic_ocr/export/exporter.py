@@ -103,6 +103,7 @@ def build_export_model(cfg: CfgNode) -> nn.Module:
         "MODEL.INFERENCE_DTYPE": (cfg.MODEL.INFERENCE_DTYPE, "float32"),
         "MODEL.INFERENCE_CHANNELS_LAST": (cfg.MODEL.INFERENCE_CHANNELS_LAST, False),
         "TEST.SLIDING_WINDOW.ENABLED": (cfg.TEST.SLIDING_WINDOW.ENABLED, False),
+        "TEST.COMPILE.ENABLED": (cfg.TEST.COMPILE.ENABLED, False),
     }
     for key, (old, new) in overridden.items():
         if old != new:
@@ -111,6 +112,7 @@ def build_export_model(cfg: CfgNode) -> nn.Module:
     cfg.MODEL.INFERENCE_DTYPE = "float32"
     cfg.MODEL.INFERENCE_CHANNELS_LAST = False
     cfg.TEST.SLIDING_WINDOW.ENABLED = False
+    cfg.TEST.COMPILE.ENABLED = False
     cfg.freeze()
     check_model_matches_datasets(cfg, lists=("DATASETS.TEST",))
     model = build_model(cfg).eval()

@@ -10,6 +10,7 @@ test-time augmentation, which import nothing from it.
 
 import copy
 
+import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import PanopticFPN
 from torch import nn
@@ -25,7 +26,21 @@ from .segfix_refinement import (
 )
 from .test_time_augmentation import SemanticSegmentorWithTTA
 
-__all__ = ["build_inference_model"]
+__all__ = ["build_inference_model", "compile_network"]
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_network(segmentor: nn.Module, mode: str = "default") -> nn.Module:
+    """``segmentor`` with its ``backbone`` and ``sem_seg_head`` replaced by their compiled forms
+    (``torch.compile`` with ``mode``; in place, returned). The forward's Python around them
+    (Detectron2's ``ImageList`` padding, which reads sizes from tensors, the crop and resize of
+    the output) stays eager: compiled whole, it would break the graph there anyway."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"TEST.COMPILE.MODE must be one of {COMPILE_MODES}, got {mode!r}")
+    segmentor.backbone = torch.compile(segmentor.backbone, mode=mode)
+    segmentor.sem_seg_head = torch.compile(segmentor.sem_seg_head, mode=mode)
+    return segmentor
 
 
 def build_inference_model(cfg: CfgNode, model: nn.Module, *, refine: bool = True) -> nn.Module:
@@ -44,6 +59,8 @@ def build_inference_model(cfg: CfgNode, model: nn.Module, *, refine: bool = True
       input batches), ``TEST.FOLD_BATCHNORM``: any model.
     - ``TEST.SLIDING_WINDOW.ENABLED``: only ``OCRSemanticSegmentor`` (which reads it at build
       time); any other model is an error naming the key.
+    - ``TEST.COMPILE.ENABLED``: semantic segmentors, whose backbone and head are compiled
+      (:func:`compile_network`); any other model is an error naming the key.
     - ``MODEL.SEGFIX.WEIGHTS`` (with ``refine``): the result, TTA included, is wrapped in
       :class:`~panoptic_ocr.modeling.segfix_refinement.SegFixRefinement`, which refines its
       ``sem_seg`` logits with that SegFix model (semantic segmentors, and Panoptic-FPN, whose
@@ -93,6 +110,15 @@ def build_inference_model(cfg: CfgNode, model: nn.Module, *, refine: bool = True
             prepared.inference_channels_last = channels_last
     elif dtype is not None:
         prepared = AutocastInference(prepared, dtype)
+    if cfg.TEST.COMPILE.ENABLED:
+        if not semantic:
+            raise ValueError(
+                f"TEST.COMPILE.ENABLED is True, but {kind} is not a semantic segmentor "
+                "(compiled inference is for OCRSemanticSegmentor and its subclasses): set it False"
+            )
+        target = prepared if prepared is not inner else copy.deepcopy(inner)
+        prepared = compile_network(target, cfg.TEST.COMPILE.MODE)
+        prepared.eval()
     result = prepared if tta is None else (tta if prepared is inner else tta.with_model(prepared))
     if refine and wants_segfix(cfg):
         panoptic = isinstance(inner, PanopticFPN)
