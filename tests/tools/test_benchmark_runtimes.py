@@ -1,0 +1,72 @@
+"""tools/benchmark_runtimes.py's logic (not its speed): every runtime it times computes the
+float32 model's logits, what a machine cannot run is reported with a reason instead of a time,
+and the memory primitive sees a native allocation."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUICKSTART, RANDOM_WEIGHTS, REPO_ROOT, TINY_OCR, load_tool, make_cfg
+
+from panoptic_ocr.export.runtime_benchmark import (
+    benchmark_runtimes,
+    format_runtime_table,
+    openvino_has_bf16,
+    peak_rss_growth_bytes,
+)
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+
+def test_peak_rss_growth_sees_a_native_allocation():
+    def allocate():
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, written
+        assert block.sum() > 0
+
+    assert peak_rss_growth_bytes(allocate) >= 48 * 2**20
+    assert peak_rss_growth_bytes(lambda: None) < 8 * 2**20
+
+
+def test_runtimes_agree_with_eager_and_unavailable_ones_say_why(monkeypatch):
+    torch.manual_seed(0)
+    cfg = make_cfg(str(REPO_ROOT / QUICKSTART), RANDOM_WEIGHTS + TINY_OCR)
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_nncf(name, *args, **kwargs):  # int8 needs nncf: pretend it is not installed
+        if name == "nncf" or name.startswith("nncf."):
+            raise ImportError(f"No module named {name!r}", name="nncf")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nncf)
+    variants = ["onnxruntime float32", "OpenVINO float32", "OpenVINO bfloat16 hint"]
+    variants.append("OpenVINO int8 (NNCF)")
+    results = benchmark_runtimes(cfg, (64, 96), variants=variants, runs=1, warmup=0)
+    by_name = {r.name: r for r in results}
+    assert [r.name for r in results][0] == "PyTorch eager float32"
+    for name in ("onnxruntime float32", "OpenVINO float32"):
+        r = by_name[name]
+        assert len(r.times_ms) == 1 and r.median_ms > 0 and r.prepare_s > 0
+        assert r.max_abs_diff <= 1e-4 * max(1.0, r.max_abs_logit) and r.agreement >= 0.999
+        assert r.peak_mb == r.peak_mb  # measured (not NaN) in a fresh process
+    assert by_name["OpenVINO int8 (NNCF)"].note == "not installed (nncf)"
+    bf16 = by_name["OpenVINO bfloat16 hint"]
+    if not openvino_has_bf16():
+        assert not bf16.times_ms and "no bfloat16 on this CPU" in bf16.note
+    table = format_runtime_table(results)
+    assert "not installed (nncf)" in table and "1.00x" in table
+    with pytest.raises(ValueError, match="unknown runtime variants"):
+        benchmark_runtimes(cfg, (64, 96), variants=["TensorRT"], runs=1)
+
+
+def test_cli_prints_the_hardware_line_and_the_table(run_main):
+    main = load_tool("benchmark_runtimes").main
+    argv = ["--config-file", REPO_ROOT / QUICKSTART, "--size", "64x96", "--runs", "1"]
+    argv += ["--variants", "onnxruntime float32", *RANDOM_WEIGHTS, *TINY_OCR]
+    status, out, err = run_main(main, argv)
+    assert status == 0, err[-3000:]
+    assert "native bfloat16 (mkldnn)" in out and "load average" in out
+    assert "| onnxruntime float32" in out and "argmax agreement" in out
+    status, _, err = run_main(main, ["--config-file", REPO_ROOT / QUICKSTART, "--size", "64"])
+    assert status == 2 and "HxW" in err

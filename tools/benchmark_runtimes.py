@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Every CPU runtime of one semantic model side by side, in one process, on one image size:
+PyTorch eager float32, the project's bfloat16 path, torch.compile (float32, bfloat16),
+onnxruntime, OpenVINO (float32, bfloat16 hint where the CPU has it, int8 after NNCF
+calibration where nncf is installed). Per runtime: median latency, speed-up over float32 eager,
+preparation time (export / conversion / compilation), peak RSS growth of one call, and
+agreement with float32 eager (largest logit difference, argmax agreement).
+
+    python tools/benchmark_runtimes.py \\
+        --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
+        --size 512x1024 --runs 5 \\
+        MODEL.WEIGHTS output/quickstart/ocr_R18_os16_toy_scenes_600it/model_final.pth
+    python tools/benchmark_runtimes.py \\
+        --config-file configs/cityscapes/semantic/ocr_HRNetV2W48_bs8_crop769_poly_40k.yaml \\
+        --size 512x1024 --runs 3 --variants "onnxruntime float32" "OpenVINO float32" \\
+        MODEL.WEIGHTS ""
+
+An empty MODEL.WEIGHTS times the random initialisation (speed does not depend on the weights;
+agreement is then a numerical check only). The table starts with the CPU model, its native
+bfloat16 support, the threads and the load average. See docs/benchmarks.md.
+"""
+
+import argparse
+import sys
+
+import torch
+from detectron2.utils.logger import setup_logger
+
+from panoptic_ocr import setup_cfg
+from panoptic_ocr.data.image_files import read_image
+from panoptic_ocr.export.runtime_benchmark import (
+    RUNTIME_VARIANTS,
+    benchmark_runtimes,
+    format_runtime_table,
+)
+from panoptic_ocr.utils.measurement import machine_line
+
+DEFAULT_VARIANTS = tuple(v for v in RUNTIME_VARIANTS if not v.startswith("torch.compile"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--size", nargs="+", default=["512x1024"], help="HxW input size(s)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(DEFAULT_VARIANTS),
+        choices=RUNTIME_VARIANTS,
+        metavar="NAME",
+        help=f"runtimes to time (default: all but torch.compile); one of {list(RUNTIME_VARIANTS)}",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="add the torch.compile variants (minutes)"
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="threads (0: PyTorch's default)")
+    parser.add_argument("--image", help="image to run on (resized); default: seeded noise")
+    parser.add_argument(
+        "--calibration-images", type=int, default=8, help="int8: training images to calibrate on"
+    )
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    args = parser.parse_args(argv)
+    setup_logger(name="panoptic_ocr")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.size]
+    except ValueError:
+        sizes = []
+    if not sizes or any(len(s) != 2 for s in sizes):
+        print(
+            f"benchmark_runtimes: --size takes HxW (e.g. 512x1024), got {args.size}",
+            file=sys.stderr,
+        )
+        return 2
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
+    if not cfg.MODEL.WEIGHTS:  # speed does not depend on the weights: time the random ones
+        cfg.MODEL.WEIGHTS_ALLOW_PARTIAL = True
+    cfg.freeze()
+    variants = list(args.variants)
+    if args.compile:
+        variants += [v for v in RUNTIME_VARIANTS if v.startswith("torch.compile")]
+    image = read_image(args.image, format=cfg.INPUT.FORMAT) if args.image else None
+    print(machine_line())
+    print(f"config: {args.config_file}; weights: {cfg.MODEL.WEIGHTS or 'random'}")
+    for size in sizes:
+        results = benchmark_runtimes(
+            cfg,
+            size,
+            image=image,
+            variants=variants,
+            runs=args.runs,
+            warmup=args.warmup,
+            calibration_images=args.calibration_images,
+        )
+        print(f"\ninput {size[0]}x{size[1]}, {args.runs} timed rounds after {args.warmup}:")
+        print(format_runtime_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
