@@ -18,7 +18,10 @@ from detectron2.config import CfgNode
 from .modeling.input_size import MAX_INPUT_PIXELS_KEY, check_input_pixels
 from .modeling.multi_scale_attention import check_scales
 
-__all__ = ["MAX_INPUT_PIXELS_KEY", "check_config_values", "check_input_pixels"]
+__all__ = ["COMPILE_MODES", "MAX_INPUT_PIXELS_KEY", "check_config_values", "check_input_pixels"]
+
+# torch.compile's modes (TEST.COMPILE.MODE).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _get(cfg: CfgNode, key: str):
@@ -68,7 +71,8 @@ def check_config_values(cfg: CfgNode) -> None:
     them), ``INPUT.MIN_SIZE_TRAIN``/``MAX_SIZE_TRAIN``/``MIN_SIZE_TEST``/
     ``MAX_SIZE_TEST`` (>= 0), ``SOLVER.MAX_ITER`` and ``SOLVER.IMS_PER_BATCH`` (> 0),
     ``TEST.SLIDING_WINDOW.SIZE``/``STRIDE`` (two entries > 0), ``INPUT.MAX_INPUT_PIXELS`` (> 0),
-    and that the largest test input, ``(MAX_SIZE_TEST * max(TEST.AUG.SCALES))**2`` pixels (scale 1
+    ``TEST.COMPILE.MODE`` (one of :data:`COMPILE_MODES`), and that the largest test input,
+    ``(MAX_SIZE_TEST * max(TEST.AUG.SCALES))**2`` pixels (scale 1
     without ``TEST.AUG.ENABLED``; times ``max(MODEL.HMSA.TEST_SCALES)`` for the multi-scale
     attention model), stays within ``INPUT.MAX_INPUT_PIXELS`` when
     ``MAX_SIZE_TEST > 0``.
@@ -94,6 +98,10 @@ def check_config_values(cfg: CfgNode) -> None:
             raise _error(key, value, "it must be > 0")
     for key in ("TEST.SLIDING_WINDOW.SIZE", "TEST.SLIDING_WINDOW.STRIDE"):
         _positive_numbers(cfg, key, length=2)
+    if cfg.TEST.COMPILE.MODE not in COMPILE_MODES:
+        raise _error(
+            "TEST.COMPILE.MODE", cfg.TEST.COMPILE.MODE, f"it must be one of {COMPILE_MODES}"
+        )
     limit = cfg.INPUT.MAX_INPUT_PIXELS
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         raise _error(

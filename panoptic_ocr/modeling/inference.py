@@ -16,6 +16,7 @@ from detectron2.modeling import PanopticFPN
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..config_checks import COMPILE_MODES
 from .meta_arch.semantic_segmentor import OCRSemanticSegmentor
 from .precision import AutocastInference, prepare_for_inference, resolve_inference_dtype
 from .segfix_refinement import (
@@ -27,8 +28,6 @@ from .segfix_refinement import (
 from .test_time_augmentation import SemanticSegmentorWithTTA
 
 __all__ = ["build_inference_model", "compile_network"]
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def compile_network(segmentor: nn.Module, mode: str = "default") -> nn.Module:

@@ -7,6 +7,7 @@ import torch
 from conftest import QUICKSTART, RANDOM_WEIGHTS, REPO_ROOT, TINY_OCR, make_cfg
 from detectron2.modeling import build_model
 
+from panoptic_ocr import setup_cfg
 from panoptic_ocr.modeling.inference import build_inference_model, compile_network
 
 
@@ -39,3 +40,5 @@ def test_refusals_name_the_key():
         build_inference_model(cfg, build_model(cfg).eval())
     with pytest.raises(ValueError, match="TEST.COMPILE.MODE"):
         compile_network(torch.nn.Module(), "fastest")
+    with pytest.raises(ValueError, match="TEST.COMPILE.MODE is 'fastest'"):
+        setup_cfg(str(REPO_ROOT / QUICKSTART), ["TEST.COMPILE.MODE", "fastest"])
