@@ -192,6 +192,9 @@ SLOW_FILES_FIRST = (
     "test_export.py",
     "test_custom_dataset.py",
     "test_cityscapes_panoptic_fpn.py",
+    "test_exported_evaluation.py",
+    "test_compiled_inference.py",
+    "test_benchmark_runtimes.py",
     "test_context_heads.py",
 )
 
