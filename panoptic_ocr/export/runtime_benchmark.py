@@ -400,7 +400,7 @@ def format_runtime_table(results: Sequence[RuntimeResult]) -> str:
                 f"{r.median_ms:.1f}",
                 f"{eager / r.median_ms:.2f}x",
                 f"{r.prepare_s:.1f}",
-                f"{r.peak_mb:.0f}",
+                f"{r.peak_mb:.0f}" if r.peak_mb == r.peak_mb else "-",
                 f"{r.max_abs_diff:.3g}",
                 f"{100 * r.agreement:.2f}%",
                 r.note,
