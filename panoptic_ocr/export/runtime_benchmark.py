@@ -28,6 +28,8 @@ from detectron2.modeling import build_model
 from torch import Tensor, nn
 
 from ..checkpoint.checkpointer import load_inference_weights, weight_options
+from ..config import setup_cfg
+from ..data.image_files import read_image
 from ..modeling.inference import build_inference_model, compile_network
 from ..utils.measurement import time_interleaved
 from .exporter import build_export_model, export_model
@@ -160,8 +162,6 @@ def _calibration_images(cfg: CfgNode, size: Tuple[int, int], count: int) -> List
     ``[1, 3, h, w]`` float32 raw pixels in ``INPUT.FORMAT``."""
     import cv2
     from detectron2.data import DatasetCatalog
-
-    from ..data.image_files import read_image
 
     records = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:count]
     images = []
@@ -362,8 +362,6 @@ def benchmark_runtimes(
 def _measure_memory_main(argv: Sequence[str]) -> int:
     """``python -m panoptic_ocr.export.runtime_benchmark --memory-of NAME CONFIG HxW ONNX
     THREADS``: prints ``peak_mb <MB>`` of the variant's first call."""
-    from ..config import setup_cfg
-
     name, config, size, onnx_path, threads = argv
     torch.set_num_threads(int(threads))
     h, w = (int(v) for v in size.split("x"))

@@ -62,8 +62,8 @@ def test_runtimes_agree_with_eager_and_unavailable_ones_say_why(monkeypatch):
 
 def test_cli_prints_the_hardware_line_and_the_table(run_main):
     main = load_tool("benchmark_runtimes").main
-    argv = ["--config-file", REPO_ROOT / QUICKSTART, "--size", "64x96", "--runs", "1"]
-    argv += ["--variants", "onnxruntime float32", *RANDOM_WEIGHTS, *TINY_OCR]
+    argv = ["--config-file", REPO_ROOT / QUICKSTART, "--variants", "onnxruntime float32"]
+    argv += ["--size", "64x96", "--runs", "1", *RANDOM_WEIGHTS, *TINY_OCR]
     status, out, err = run_main(main, argv)
     assert status == 0, err[-3000:]
     assert "native bfloat16 (mkldnn)" in out and "load average" in out
