@@ -15,12 +15,22 @@ agreement with float32 eager (largest logit difference, argmax agreement).
         --size 512x1024 --runs 3 --variants "onnxruntime float32" "OpenVINO float32" \\
         MODEL.WEIGHTS ""
 
+With --peer-python (mmsegmentation's own interpreter, ../shared/notes/peer-timing.md),
+mmsegmentation's OCRNet-HR48 runs in its own process (tools/mmseg_peer_worker.py) in the same
+rounds; with an empty MODEL.WEIGHTS both sides then run the peer's initial weights:
+
+    python tools/benchmark_runtimes.py \\
+        --config-file configs/cityscapes/semantic/ocr_HRNetV2W48_bs8_crop769_poly_40k.yaml \\
+        --variants "onnxruntime float32" "OpenVINO float32" "mmsegmentation float32" \\
+        --size 1024x2048 --runs 3 --peer-python ../mmseg-venv/bin/python MODEL.WEIGHTS ""
+
 An empty MODEL.WEIGHTS times the random initialisation (speed does not depend on the weights;
 agreement is then a numerical check only). The table starts with the CPU model, its native
 bfloat16 support, the threads and the load average. See docs/benchmarks.md.
 """
 
 import argparse
+import os
 import sys
 
 import torch
@@ -28,7 +38,9 @@ from detectron2.utils.logger import setup_logger
 
 from panoptic_ocr import setup_cfg
 from panoptic_ocr.data.image_files import read_image
+from panoptic_ocr.export.peer_process import PeerCommand
 from panoptic_ocr.export.runtime_benchmark import (
+    PEER_VARIANTS,
     RUNTIME_VARIANTS,
     benchmark_runtimes,
     format_runtime_table,
@@ -36,6 +48,7 @@ from panoptic_ocr.export.runtime_benchmark import (
 from panoptic_ocr.utils.measurement import machine_line
 
 DEFAULT_VARIANTS = tuple(v for v in RUNTIME_VARIANTS if not v.startswith("torch.compile"))
+PEER_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mmseg_peer_worker.py")
 
 
 def main(argv=None) -> int:
@@ -48,9 +61,15 @@ def main(argv=None) -> int:
         "--variants",
         nargs="+",
         default=list(DEFAULT_VARIANTS),
-        choices=RUNTIME_VARIANTS,
+        choices=RUNTIME_VARIANTS + PEER_VARIANTS,
         metavar="NAME",
-        help=f"runtimes to time (default: all but torch.compile); one of {list(RUNTIME_VARIANTS)}",
+        help="runtimes to time (default: all but torch.compile and the peer); one of "
+        f"{list(RUNTIME_VARIANTS + PEER_VARIANTS)}",
+    )
+    parser.add_argument(
+        "--peer-python",
+        metavar="PYTHON",
+        help="mmsegmentation's interpreter: adds the mmsegmentation variants (default: both)",
     )
     parser.add_argument(
         "--compile", action="store_true", help="add the torch.compile variants (minutes)"
@@ -84,6 +103,17 @@ def main(argv=None) -> int:
     variants = list(args.variants)
     if args.compile:
         variants += [v for v in RUNTIME_VARIANTS if v.startswith("torch.compile")]
+    peer = None
+    if args.peer_python:
+        if not os.path.isfile(args.peer_python):
+            print(
+                f"benchmark_runtimes: --peer-python {args.peer_python}: no such file",
+                file=sys.stderr,
+            )
+            return 2
+        peer = PeerCommand(args.peer_python, PEER_WORKER)
+        if not any(v in PEER_VARIANTS for v in variants):
+            variants += list(PEER_VARIANTS)
     image = read_image(args.image, format=cfg.INPUT.FORMAT) if args.image else None
     print(machine_line())
     print(f"config: {args.config_file}; weights: {cfg.MODEL.WEIGHTS or 'random'}")
@@ -96,6 +126,7 @@ def main(argv=None) -> int:
             runs=args.runs,
             warmup=args.warmup,
             calibration_images=args.calibration_images,
+            peer=peer,
         )
         print(f"\ninput {size[0]}x{size[1]}, {args.runs} timed rounds after {args.warmup}:")
         print(format_runtime_table(results))

@@ -9,6 +9,7 @@ during one call above its level before the call: the one measure that sees the n
 allocators of onnxruntime and OpenVINO as well as PyTorch's.
 """
 
+import contextlib
 import copy
 import logging
 import os
@@ -28,14 +29,17 @@ from detectron2.modeling import build_model
 from torch import Tensor, nn
 
 from ..checkpoint.checkpointer import load_inference_weights, weight_options
+from ..checkpoint.convert import ConversionError
 from ..config import setup_cfg
 from ..data.image_files import read_image
 from ..modeling.inference import build_inference_model, compile_network
 from ..utils.measurement import time_interleaved
 from .exporter import build_export_model, export_model
+from .peer_process import PEER_SETTINGS, PeerCommand, PeerError, PeerProcess, convert_peer_weights
 from .runtimes import load_exported
 
 __all__ = [
+    "PEER_VARIANTS",
     "RUNTIME_VARIANTS",
     "RuntimeResult",
     "benchmark_runtimes",
@@ -58,6 +62,9 @@ RUNTIME_VARIANTS = (
     "OpenVINO bfloat16 hint",
     "OpenVINO int8 (NNCF)",
 )
+# mmsegmentation's OCRNet-HR48 in its own interpreter (``peer``); the same weights as the
+# project's model where the benchmark's config has none of its own
+PEER_VARIANTS = tuple(PEER_SETTINGS)
 
 
 @dataclass
@@ -256,7 +263,8 @@ def _input(size: Tuple[int, int], image: Optional[np.ndarray]) -> Tensor:
     h, w = size
     if image is None:
         generator = torch.Generator().manual_seed(0)
-        return torch.rand((1, 3, h, w), generator=generator) * 255
+        # whole pixel values, as images have (the peer reads uint8)
+        return (torch.rand((1, 3, h, w), generator=generator) * 255).round()
     import cv2
 
     resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -291,6 +299,66 @@ def _memory_in_fresh_process(
     return float(lines[-1].split()[1])
 
 
+def _start_peers(
+    names: Sequence[str],
+    peer: Optional[PeerCommand],
+    cfg: CfgNode,
+    x: Tensor,
+    tmp: str,
+    stack: contextlib.ExitStack,
+    results: Dict[str, RuntimeResult],
+) -> Tuple[Dict[str, PeerProcess], CfgNode, bool]:
+    """Start a peer process for each of ``names`` that this machine can run (notes on the
+    others); where ``cfg`` has no weights, the first peer's are converted into it. Returns the
+    peers, the config to benchmark and whether both sides run the same weights."""
+    peers: Dict[str, PeerProcess] = {}
+    same_weights = False
+    for name in names:
+        if peer is None:
+            results[name].note = "needs --peer-python (mmsegmentation's interpreter)"
+            continue
+        setting = PEER_SETTINGS[name]
+        if setting != "float32" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            results[name].note = "no bfloat16 on this CPU (autocast would be ~10x slower)"
+            continue
+        share = not cfg.MODEL.WEIGHTS and not peers
+        weights = os.path.join(tmp, "peer_mmseg.pth") if share else None
+        start = time.perf_counter()
+        try:
+            peers[name] = stack.enter_context(
+                PeerProcess(
+                    peer,
+                    setting,
+                    x,
+                    cfg.INPUT.FORMAT,
+                    torch.get_num_threads(),
+                    save_weights=weights,
+                )
+            )
+        except PeerError as e:
+            results[name].note = f"peer failed: {str(e).splitlines()[0]}"
+            logger.warning("%s: %s", name, e)
+            continue
+        results[name].prepare_s = time.perf_counter() - start
+        if share:
+            converted = os.path.join(tmp, "peer_weights_converted.pth")
+            try:
+                convert_peer_weights(weights, cfg, converted)
+            except ConversionError as e:
+                logger.warning("peer weights do not fit this config: %s", e)
+                continue
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.WEIGHTS = converted
+            cfg.MODEL.WEIGHTS_ALLOW_PARTIAL = False
+            cfg.freeze()
+            same_weights = True
+    if peers and not same_weights:
+        for name in peers:
+            results[name].note = "its own random weights: no agreement columns"
+    return peers, cfg, same_weights
+
+
 def benchmark_runtimes(
     cfg: CfgNode,
     size: Tuple[int, int],
@@ -301,29 +369,41 @@ def benchmark_runtimes(
     warmup: int = 1,
     calibration_images: int = 8,
     memory: bool = True,
+    peer: Optional[PeerCommand] = None,
 ) -> List[RuntimeResult]:
-    """Time every variant of ``variants`` (names of :data:`RUNTIME_VARIANTS`; float32 eager is
-    always included, first) on one ``[1, 3, h, w]`` raw image of ``size`` (``image`` resized,
-    or seeded noise), interleaved over ``runs`` rounds after ``warmup``; with ``memory``, each
-    variant's (but ``torch.compile``'s) peak memory in a fresh process.
+    """Time every variant of ``variants`` (names of :data:`RUNTIME_VARIANTS` and
+    :data:`PEER_VARIANTS`; float32 eager is always included, first) on one ``[1, 3, h, w]`` raw
+    image of ``size`` (``image`` resized, or seeded noise), interleaved over ``runs`` rounds
+    after ``warmup``; with ``memory``, each variant's (but ``torch.compile``'s) peak memory in a
+    fresh process.
 
-    A variant whose runtime is not installed, or not offered on this CPU (OpenVINO bfloat16
-    without AVX512-BF16/AMX), is reported with a note instead of a time.
+    The peer variants (mmsegmentation, started with ``peer``) run in their own processes, timed
+    in the same rounds; where ``cfg.MODEL.WEIGHTS`` is empty the project's model runs the
+    peer's initial weights, converted, so their agreement columns compare the two code paths.
+    A variant whose runtime is not installed, or not offered on this CPU (bfloat16 without
+    AVX512-BF16/AMX), is reported with a note instead of a time.
     """
     x = _input(size, image)
     wanted = [EAGER] + [v for v in variants if v != EAGER]
-    unknown = [v for v in wanted if v not in RUNTIME_VARIANTS]
+    unknown = [v for v in wanted if v not in RUNTIME_VARIANTS + PEER_VARIANTS]
     if unknown:
-        raise ValueError(f"unknown runtime variants {unknown}; known: {list(RUNTIME_VARIANTS)}")
+        known = list(RUNTIME_VARIANTS + PEER_VARIANTS)
+        raise ValueError(f"unknown runtime variants {unknown}; known: {known}")
     results: Dict[str, RuntimeResult] = {v: RuntimeResult(v) for v in wanted}
     calls: Dict[str, Callable[[], object]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        peer_names = [v for v in wanted if v in PEER_VARIANTS]
+        peers, cfg, same_weights = _start_peers(peer_names, peer, cfg, x, tmp, stack, results)
         onnx_path = os.path.join(tmp, "model.onnx")
         start = time.perf_counter()
         eager_model = build_export_model(cfg)
         export_model(cfg, onnx_path, "onnx", model=eager_model)
         onnx_s = time.perf_counter() - start
         for name in wanted:
+            if name in PEER_VARIANTS:
+                if name in peers:
+                    calls[name] = peers[name].run
+                continue
             try:
                 call, prepare_s = prepare_variant(
                     name,
@@ -342,17 +422,24 @@ def benchmark_runtimes(
         with torch.inference_mode():
             reference = _as_logits(EAGER, calls[EAGER]())
             for name, call in calls.items():
-                out = _as_logits(name, call())
                 results[name].max_abs_logit = reference.abs().max().item()
+                if name in peers:
+                    if not same_weights:
+                        continue
+                    out = peers[name].logits()
+                else:
+                    out = _as_logits(name, call())
                 results[name].max_abs_diff = (out - reference).abs().max().item()
                 results[name].agreement = (
                     (out.argmax(1) == reference.argmax(1)).float().mean().item()
                 )
         for name, times in time_interleaved(calls, torch.device("cpu"), runs, warmup).items():
             results[name].times_ms = times
+        for name, process in peers.items():
+            results[name].peak_mb = process.peak_mb
         if memory:
             for name in calls:
-                if not name.startswith("torch.compile"):
+                if not name.startswith("torch.compile") and name not in peers:
                     results[name].peak_mb = _memory_in_fresh_process(
                         name, cfg, size, onnx_path, tmp
                     )
@@ -399,8 +486,8 @@ def format_runtime_table(results: Sequence[RuntimeResult]) -> str:
                 f"{eager / r.median_ms:.2f}x",
                 f"{r.prepare_s:.1f}",
                 f"{r.peak_mb:.0f}" if r.peak_mb == r.peak_mb else "-",
-                f"{r.max_abs_diff:.3g}",
-                f"{100 * r.agreement:.2f}%",
+                f"{r.max_abs_diff:.3g}" if r.max_abs_diff == r.max_abs_diff else "-",
+                f"{100 * r.agreement:.2f}%" if r.agreement == r.agreement else "-",
                 r.note,
             )
         )

@@ -2,11 +2,15 @@
 float32 model's logits, what a machine cannot run is reported with a reason instead of a time,
 and the memory primitive sees a native allocation."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from conftest import QUICKSTART, RANDOM_WEIGHTS, REPO_ROOT, TINY_OCR, load_tool, make_cfg
 
+from panoptic_ocr.export.peer_process import PeerCommand
 from panoptic_ocr.export.runtime_benchmark import (
     benchmark_runtimes,
     format_runtime_table,
@@ -70,3 +74,45 @@ def test_cli_prints_the_hardware_line_and_the_table(run_main):
     assert "| onnxruntime float32" in out and "argmax agreement" in out
     status, _, err = run_main(main, ["--config-file", REPO_ROOT / QUICKSTART, "--size", "64"])
     assert status == 2 and "HxW" in err
+
+
+FAKE_PEER = Path(__file__).with_name("fake_peer_worker.py")
+
+
+def test_peer_rows_are_timed_in_the_same_rounds_or_say_why(tmp_path):
+    """A peer (here a stand-in speaking tools/mmseg_peer_worker.py's protocol, 20 ms per call) is
+    timed beside the project's runtimes; its own weights leave the agreement columns empty; a
+    peer that dies is a note, not a crash; bfloat16 is refused where the CPU has none."""
+    torch.manual_seed(0)
+    cfg = make_cfg(str(REPO_ROOT / QUICKSTART), RANDOM_WEIGHTS + TINY_OCR)
+    variants = ["mmsegmentation float32", "mmsegmentation bfloat16 + channels-last"]
+    peer = PeerCommand(sys.executable, str(FAKE_PEER))
+    results = benchmark_runtimes(
+        cfg, (64, 96), variants=variants, runs=2, warmup=0, memory=False, peer=peer
+    )
+    by_name = {r.name: r for r in results}
+    fp32 = by_name["mmsegmentation float32"]
+    assert len(fp32.times_ms) == 2 and min(fp32.times_ms) >= 20.0
+    assert fp32.peak_mb == 12.5 and fp32.prepare_s > 0
+    assert fp32.agreement != fp32.agreement and "own random weights" in fp32.note
+    bf16 = by_name["mmsegmentation bfloat16 + channels-last"]
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert not bf16.times_ms and "no bfloat16 on this CPU" in bf16.note
+    table = format_runtime_table(results)
+    assert "| mmsegmentation float32" in table and "own random weights" in table
+
+    broken = tmp_path / "broken_worker.py"
+    broken.write_text("import sys\nprint('cannot import mmseg', file=sys.stderr)\nsys.exit(3)\n")
+    results = benchmark_runtimes(
+        cfg,
+        (64, 96),
+        variants=variants[:1],
+        runs=1,
+        warmup=0,
+        memory=False,
+        peer=PeerCommand(sys.executable, str(broken)),
+    )
+    assert not results[1].times_ms and "peer failed" in results[1].note
+    assert "exited (3)" in results[1].note
+    results = benchmark_runtimes(cfg, (64, 96), variants=variants[:1], runs=1, memory=False)
+    assert "needs --peer-python" in results[1].note
