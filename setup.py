@@ -37,12 +37,14 @@ setup(
         # instance AP and the official semantic scores.
         "cityscapes": ["cityscapesscripts>=2.2,<3"],
         # Exported models on CPU: ONNX Runtime, and OpenVINO (IR export, evaluation, the demo's
-        # --runtime openvino; tools/benchmark_runtimes.py).
+        # --runtime openvino; tools/benchmark_runtimes.py); nncf: the OpenVINO int8 rows of
+        # tools/benchmark_runtimes.py (post-training quantisation).
         "deploy": [
             "onnx>=1.16,<2",
             "onnxruntime>=1.18,<2",
             "onnxscript>=0.5,<1",
             "openvino>=2025.1,<2027",
+            "nncf>=2.16,<4",
         ],
         # onnx + onnxruntime: tests of the ONNX export (tools/export_model.py --check); torch's
         # ONNX exporter imports onnxscript. Versions checked with torch 2.14.1 on Python 3.11.

@@ -23,6 +23,7 @@ from panoptic_ocr.data.class_counts import check_model_matches_datasets
 from panoptic_ocr.engine import PanopticSummaryHook, PredictionOverlayHook, Trainer
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
 from panoptic_ocr.engine.output_lock import OutputDirLock
+from panoptic_ocr.utils.override_args import parse_args_with_overrides
 
 
 def setup(args):
@@ -71,7 +72,9 @@ def evaluate_only(cfg, resume: bool = False):
 
 def argument_parser() -> argparse.ArgumentParser:
     """Detectron2's ``default_argument_parser`` plus ``--dist-timeout``, ``--trust-weights`` and
-    ``--allow-partial-weights``."""
+    ``--allow-partial-weights``; parse with
+    :func:`~panoptic_ocr.utils.override_args.parse_args_with_overrides` (flags after the
+    ``KEY VALUE`` pairs, ``--opts``)."""
     parser = default_argument_parser()
     add_weight_arguments(parser)
     parser.add_argument(
@@ -110,6 +113,6 @@ def run(args) -> None:
 
 
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
+    args = parse_args_with_overrides(argument_parser())
     print("Command Line Args:", args)
     run(args)

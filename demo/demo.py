@@ -32,6 +32,7 @@ from panoptic_ocr import setup_cfg  # noqa: E402
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
 from panoptic_ocr.engine.predictor import Predictor  # noqa: E402
 from panoptic_ocr.export import RUNTIMES  # noqa: E402
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides  # noqa: E402
 from panoptic_ocr.utils.safe_write import OutputExistsError  # noqa: E402
 
 
@@ -84,15 +85,13 @@ def get_parser() -> argparse.ArgumentParser:
         choices=RUNTIMES,
         help="--exported: the runtime to run it with (default: by its format)",
     )
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
-    )
+    add_config_overrides(parser)
     add_weight_arguments(parser)
     return parser
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
+    args = parse_args_with_overrides(get_parser(), argv)
     setup_logger(name="panoptic_ocr")
     setup_logger(name="fvcore")
     logger = logging.getLogger("panoptic_ocr.demo")

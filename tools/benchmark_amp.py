@@ -29,6 +29,7 @@ from detectron2.utils.env import seed_all_rng
 
 from panoptic_ocr.config import add_ocr_config
 from panoptic_ocr.engine import Trainer
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides
 
 DEFAULT_CONFIG = str(
     Path(__file__).resolve().parents[1] / "configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml"
@@ -122,8 +123,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--output-dir", default="output/benchmark_amp")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
-    args = parser.parse_args(argv)
+    add_config_overrides(parser)
+    args = parse_args_with_overrides(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from panoptic_ocr import setup_cfg
 from panoptic_ocr.export import build_export_model, export_model
 from panoptic_ocr.utils.measurement import time_interleaved
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides
 
 EAGER = "PyTorch eager float32"
 
@@ -123,8 +124,8 @@ def main() -> None:
         default=0,
         help="torch and onnxruntime threads (0: PyTorch's default)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    args = parser.parse_args()
+    add_config_overrides(parser)
+    args = parse_args_with_overrides(parser)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]

@@ -79,6 +79,7 @@ from panoptic_ocr.utils.measurement import (  # noqa: E402
     peak_memory_bytes,
     time_interleaved,
 )
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides  # noqa: E402
 
 DTYPES = ("float32", "bfloat16", "float16")
 FAST_PATH = ("auto", "on", "off")
@@ -721,13 +722,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="one quoted string of KEY VALUE pairs per config, after --opts ('' for none): "
         "variants of one config side by side",
     )
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="KEY VALUE pairs for every config (last)",
-    )
-    args = parser.parse_args(argv)
+    add_config_overrides(parser)
+    args = parse_args_with_overrides(parser, argv)
     if args.config_opts is not None:
         args.config_opts = [shlex.split(text) for text in args.config_opts]
     try:

@@ -46,6 +46,7 @@ from panoptic_ocr.export.runtime_benchmark import (
     format_runtime_table,
 )
 from panoptic_ocr.utils.measurement import machine_line
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides
 
 DEFAULT_VARIANTS = tuple(v for v in RUNTIME_VARIANTS if not v.startswith("torch.compile"))
 PEER_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mmseg_peer_worker.py")
@@ -81,8 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--calibration-images", type=int, default=8, help="int8: training images to calibrate on"
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    args = parser.parse_args(argv)
+    add_config_overrides(parser)
+    args = parse_args_with_overrides(parser, argv)
     setup_logger(name="panoptic_ocr")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -116,7 +117,10 @@ def main(argv=None) -> int:
             variants += list(PEER_VARIANTS)
     image = read_image(args.image, format=cfg.INPUT.FORMAT) if args.image else None
     print(machine_line())
-    print(f"config: {args.config_file}; weights: {cfg.MODEL.WEIGHTS or 'random'}")
+    weights = cfg.MODEL.WEIGHTS or (
+        "random (mmsegmentation's initialisation, converted)" if peer else "random"
+    )
+    print(f"config: {args.config_file}; weights: {weights}")
     for size in sizes:
         results = benchmark_runtimes(
             cfg,

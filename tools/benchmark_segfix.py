@@ -227,9 +227,7 @@ def mapper_cost(
         mappers = {
             "semantic": SemanticDatasetMapper(True, **kwargs),
             "segfix_online": SegFixDatasetMapper(True, targets="online", **kwargs),
-            "segfix_cached": SegFixDatasetMapper(
-                True, targets="cached", targets_dir=tmp, **kwargs
-            ),
+            "segfix_cached": SegFixDatasetMapper(True, targets="cached", targets_dir=tmp, **kwargs),
         }
         record = {
             "file_name": os.path.join(tmp, "image.png"),

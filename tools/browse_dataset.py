@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from panoptic_ocr import setup_cfg
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides
 from panoptic_ocr.utils.safe_write import OutputExistsError
 from panoptic_ocr.utils.visualization import browse_dataset
 
@@ -28,8 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--num-images", type=int, default=8)
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    args = parser.parse_args(argv)
+    add_config_overrides(parser)
+    args = parse_args_with_overrides(parser, argv)
     cfg = setup_cfg(args.config_file, args.opts)
     try:
         paths = browse_dataset(

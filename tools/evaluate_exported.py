@@ -28,6 +28,7 @@ from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
 from panoptic_ocr.engine.exported_evaluation import evaluate_exported, format_results
 from panoptic_ocr.export import RUNTIMES, default_runtime
 from panoptic_ocr.export.runtimes import OPENVINO_PRECISIONS
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides
 
 
 def main(argv=None) -> int:
@@ -45,9 +46,9 @@ def main(argv=None) -> int:
         help="OpenVINO's inference precision hint (bf16 runs as such only on CPUs with "
         "AVX512-BF16/AMX)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    add_config_overrides(parser)
     add_weight_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)
     setup_logger(name="panoptic_ocr")
     setup_logger(name="detectron2")
     cfg = setup_cfg(args.config_file, list(args.opts) + weight_overrides(args))

@@ -43,6 +43,7 @@ from panoptic_ocr.engine.panoptic_export import (  # noqa: E402
     export_panoptic,
     format_panoptic_quality,
 )
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides  # noqa: E402
 
 
 def export(options: ExportOptions) -> None:
@@ -90,14 +91,9 @@ def parse_args(argv=None):
         "--num-gpus", type=int, default=1, help="processes (gloo on CPU-only machines)"
     )
     parser.add_argument("--dist-url", default="auto", help="init URL of multi-process runs")
-    parser.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS x.pth",
-    )
+    add_config_overrides(parser)
     add_weight_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)
     args.opts = list(args.opts) + weight_overrides(args)
     if not os.path.isfile(args.config_file):
         parser.error(f"--config-file '{args.config_file}' does not exist")

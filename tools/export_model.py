@@ -29,6 +29,7 @@ from panoptic_ocr.export import (
     export_model,
     format_checks,
 )
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides
 from panoptic_ocr.utils.safe_write import OutputExistsError
 
 
@@ -54,9 +55,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--min-agreement", type=float, default=0.9999, help="--check: smallest argmax agreement"
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    add_config_overrides(parser)
     add_weight_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)
     setup_logger(name="panoptic_ocr")
     logger = logging.getLogger("panoptic_ocr.export")
 

@@ -25,6 +25,7 @@ from panoptic_ocr import setup_cfg
 from panoptic_ocr.checkpoint.weight_files import WeightFileError
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
 from panoptic_ocr.engine.segfix_refine import refine_folder
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides
 from panoptic_ocr.utils.safe_write import OutputExistsError
 
 
@@ -40,9 +41,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", required=True, help="folder for the refined PNGs")
     parser.add_argument("--suffix", default="", help="prediction name = <image stem><suffix>.png")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    add_config_overrides(parser)
     add_weight_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)
     setup_logger(name="panoptic_ocr")
     logging.getLogger("panoptic_ocr").setLevel(logging.INFO)
     try:

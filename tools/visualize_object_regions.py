@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from panoptic_ocr import setup_cfg  # noqa: E402
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
 from panoptic_ocr.utils.object_regions import visualize_object_regions  # noqa: E402
+from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides  # noqa: E402
 
 logger = logging.getLogger("panoptic_ocr.visualize_object_regions")
 
@@ -43,14 +44,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--output", required=True, help="folder for the PNGs (created)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config KEY VALUE pairs (last, as in Detectron2's demo)",
-    )
+    add_config_overrides(parser)
     add_weight_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)
     args.opts = list(args.opts) + weight_overrides(args)
     if args.top_k < 1:
         parser.error(f"--top-k must be >= 1, got {args.top_k}")
