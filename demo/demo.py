@@ -1,18 +1,22 @@
 #!/usr/bin/env python
 """Segment your own images or a video with any panoptic_ocr config (Detectron2's demo form).
 
-    python demo/demo.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \
+    .venv/bin/python demo/demo.py \\
+        --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
         --input photos/ --output vis/ --opts MODEL.WEIGHTS output/model_final.pth
-    python demo/demo.py --config-file ... --input "photos/*.jpg" a.png --output vis/ --raw \
-        --regions car 3 --opts MODEL.WEIGHTS model_final.pth
-    python demo/demo.py --config-file configs/toy_scenes/panoptic_fpn_R18_toy_scenes_600it.yaml \
-        --video-input clip.mp4 --output clip_vis.mp4 --confidence-threshold 0.6 \
+    .venv/bin/python demo/demo.py --config-file ... --input "photos/*.jpg" a.png \\
+        --output vis/ --raw --regions car 3 --opts MODEL.WEIGHTS model_final.pth
+    .venv/bin/python demo/demo.py \\
+        --config-file configs/toy_scenes/panoptic_fpn_R18_toy_scenes_600it.yaml \\
+        --video-input clip.mp4 --output clip_vis.mp4 --confidence-threshold 0.6 \\
         --opts MODEL.WEIGHTS ...
 
 ``--input``: files, globs or folders; ``--output``: a folder, or a file for one input.
 ``MODEL.WEIGHTS ""`` runs on random weights. What is written is listed in
-demo/runner.py (and the README); existing outputs are kept unless --overwrite.
-The run ends with a count of what was written and skipped.
+demo/runner.py (and the README). An image whose outputs exist is skipped (--overwrite
+replaces them), so a re-run into the same folder adds only the new images; the run ends with
+the counts written / unreadable / with existing outputs. The visualisation's format follows
+the --output file's extension. Config overrides: KEY VALUE pairs after --opts or at the end.
 ``--exported model.onnx [--runtime onnxruntime|openvino]`` runs an exported semantic model
 (tools/export_model.py) instead of PyTorch, e.g. on a machine without the training set-up.
 """

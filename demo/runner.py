@@ -18,6 +18,10 @@ Outputs for an image ``<stem>.<ext>`` (into the ``--output`` folder; for a singl
   scale s whose attention is used (all but the largest): prediction | the attention of scale s
   (how much that scale's prediction is trusted, 0 blue .. 1 red) at the image's size.
 
+An input whose outputs all exist is skipped (``--overwrite`` replaces them); one with some
+missing gets only those. The visualisation's format follows the ``--output`` file's extension
+(PNG, JPEG, BMP, TIFF, WebP); label PNGs stay PNG.
+
 A video ``<stem>.<ext>`` becomes ``<stem>.mp4`` (or the ``--output`` file), drawn frame by
 frame (OpenCV reads and writes it, ``mp4v`` codec).
 """
@@ -28,7 +32,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
@@ -61,18 +65,33 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+# PIL format of each visualisation extension
+IMAGE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
+
+
 @dataclass
 class DemoSummary:
-    """What a demo run wrote and skipped (``skipped``: ``(input, reason)``)."""
+    """What a demo run wrote and skipped: ``skipped`` the unreadable inputs ``(input,
+    reason)``, ``existing`` the inputs whose outputs all existed (kept, not recomputed)."""
 
     written: List[str] = field(default_factory=list)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    existing: List[str] = field(default_factory=list)
     inputs: int = 0
 
     def __str__(self) -> str:
         text = (
             f"{self.inputs} input(s): wrote {len(self.written)} file(s), "
-            f"skipped {len(self.skipped)}"
+            f"skipped {len(self.skipped)} unreadable, "
+            f"{len(self.existing)} with existing outputs (--overwrite replaces them)"
         )
         for name, reason in self.skipped:
             text += f"\n  skipped {name}: {reason}"
@@ -125,6 +144,11 @@ def output_paths(
 
     ``output`` is a folder, or (``single`` input only) a file path with an extension."""
     if single and os.path.splitext(output)[1] and not os.path.isdir(output):
+        if os.path.splitext(output)[1].lower() not in IMAGE_FORMATS:
+            raise ValueError(
+                f"--output {output!r}: cannot write {os.path.splitext(output)[1]!r} images; use "
+                f"one of {sorted(IMAGE_FORMATS)} or a folder"
+            )
         vis = output
         folder, stem = os.path.dirname(output) or ".", os.path.splitext(os.path.basename(output))[0]
     else:
@@ -224,8 +248,10 @@ def panoptic_to_coco(
 
 
 def _write_png(array: np.ndarray, path: str, overwrite: bool) -> None:
+    """``array`` written to ``path`` in the format of its extension (PNG when unknown)."""
+    image_format = IMAGE_FORMATS.get(os.path.splitext(path)[1].lower(), "PNG")
     with atomic_file(path, overwrite=overwrite) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, format=image_format)
 
 
 def _label_png(label: np.ndarray) -> np.ndarray:
@@ -274,8 +300,9 @@ def run_images(
         ValueError: ``--regions`` for a head without soft object regions, an unknown class,
             ``attention`` for a model without scale attention, or a file ``output`` for several
             inputs (before anything runs).
-        OutputExistsError: an output exists and ``overwrite`` is False (checked for all
-            inputs before anything runs; nothing is written).
+
+    Without ``overwrite`` an input whose outputs all exist is skipped (``summary.existing``)
+    and existing files are never replaced; an input with some outputs missing writes those.
     """
     paths = expand_inputs(inputs)
     single = len(paths) == 1
@@ -317,12 +344,16 @@ def run_images(
                     f"{p} and {seen[target]} would both write {target}: rename one of them"
                 )
             seen[target] = p
-            check_writable(target, overwrite=overwrite)
     folder = os.path.dirname(planned[paths[0]]["vis"]) or "."
     os.makedirs(folder, exist_ok=True)
 
     summary = DemoSummary(inputs=len(paths))
     for path in tqdm.tqdm(paths, desc="demo", unit="image", disable=len(paths) < 2):
+        outs = planned[path]
+        wanted = {k for k, t in outs.items() if overwrite or not os.path.exists(t)}
+        if not wanted:
+            summary.existing.append(path)
+            continue
         try:
             image = read_image(path, format=predictor.input_format)
         except Exception as e:  # PIL and OSError variants of unreadable files
@@ -330,51 +361,77 @@ def run_images(
             summary.skipped.append((path, f"unreadable image ({type(e).__name__})"))
             continue
         rgb = utils.convert_image_to_rgb(image, predictor.input_format)
-        outs = planned[path]
-        if classes:
-            output_dict, region_logits, network_size = predictor.predict_with_regions(image)
-        else:
-            output_dict = predictor(image)
-        overlay = draw_output(rgb, output_dict, predictor.metadata, confidence_threshold)
-        _write_png(overlay, outs["vis"], overwrite)
-        summary.written.append(outs["vis"])
-        if raw:
-            _write_png(
-                _label_png(output_dict["sem_seg"].argmax(dim=0).cpu().numpy()),
-                outs["sem_seg"],
-                overwrite,
+        _write_outputs(
+            predictor,
+            image,
+            rgb,
+            outs,
+            wanted,
+            summary,
+            raw,
+            classes,
+            attention_scales,
+            confidence_threshold,
+            overwrite,
+        )
+    return summary
+
+
+def _write_outputs(
+    predictor: Predictor,
+    image: np.ndarray,
+    rgb: np.ndarray,
+    outs: Dict[str, str],
+    wanted: Set[str],
+    summary: DemoSummary,
+    raw: bool,
+    classes: Sequence[int],
+    attention_scales: Sequence[float],
+    confidence_threshold: float,
+    overwrite: bool,
+) -> None:
+    """Segment one image and write its outputs ``outs`` (:func:`output_paths`) of the keys in
+    ``wanted`` (the others exist and are kept)."""
+
+    def write(key: str, array: np.ndarray) -> None:
+        if key in wanted:
+            _write_png(array, outs[key], overwrite)
+            summary.written.append(outs[key])
+
+    if classes:
+        output_dict, region_logits, network_size = predictor.predict_with_regions(image)
+    else:
+        output_dict = predictor(image)
+    overlay = draw_output(rgb, output_dict, predictor.metadata, confidence_threshold)
+    write("vis", overlay)
+    if raw:
+        write("sem_seg", _label_png(output_dict["sem_seg"].argmax(dim=0).cpu().numpy()))
+        if "panoptic_seg" in output_dict:
+            png, annotation = panoptic_to_coco(
+                *output_dict["panoptic_seg"],
+                predictor.metadata,
+                os.path.basename(outs["panoptic_png"]),
             )
-            summary.written.append(outs["sem_seg"])
-            if "panoptic_seg" in output_dict:
-                png, annotation = panoptic_to_coco(
-                    *output_dict["panoptic_seg"],
-                    predictor.metadata,
-                    os.path.basename(outs["panoptic_png"]),
-                )
-                _write_png(png, outs["panoptic_png"], overwrite)
+            write("panoptic_png", png)
+            if "panoptic_json" in wanted:
                 with (
                     atomic_file(outs["panoptic_json"], overwrite=overwrite) as tmp,
                     open(tmp, "w") as f,
                 ):
                     json.dump(annotation, f, indent=2)
-                summary.written += [outs["panoptic_png"], outs["panoptic_json"]]
-        if classes:
-            for k, panels in _region_panels(
-                predictor, rgb, overlay, region_logits, network_size, classes
-            ):
-                _write_png(panels, outs[f"region_{k}"], overwrite)
-                summary.written.append(outs[f"region_{k}"])
-        if attention_scales:
-            captioned = object_regions._caption(overlay.copy(), "prediction")
-            for s, heat in predictor.attention_maps(image).items():
-                panel = object_regions._caption(
-                    object_regions.heat_overlay(rgb, heat.cpu().numpy()), f"attention at {s:g}x"
-                )
-                _write_png(
-                    np.concatenate([captioned, panel], axis=1), outs[f"attention_{s:g}"], overwrite
-                )
-                summary.written.append(outs[f"attention_{s:g}"])
-    return summary
+                summary.written.append(outs["panoptic_json"])
+    if classes:
+        for k, panels in _region_panels(
+            predictor, rgb, overlay, region_logits, network_size, classes
+        ):
+            write(f"region_{k}", panels)
+    if attention_scales:
+        captioned = object_regions._caption(overlay.copy(), "prediction")
+        for s, heat in predictor.attention_maps(image).items():
+            panel = object_regions._caption(
+                object_regions.heat_overlay(rgb, heat.cpu().numpy()), f"attention at {s:g}x"
+            )
+            write(f"attention_{s:g}", np.concatenate([captioned, panel], axis=1))
 
 
 def run_video(

@@ -141,8 +141,8 @@ class Predictor:
             ValueError: the head has no predicted soft object regions.
         """
         inputs = self._inputs(image)
-        logits, regions = object_regions.predict_with_regions(self.segmentor, inputs)
-        return {"sem_seg": logits}, regions, tuple(inputs["image"].shape[1:])
+        output, regions = object_regions.predict_output_with_regions(self.segmentor, inputs)
+        return output, regions, tuple(inputs["image"].shape[1:])
 
     def region_maps(
         self, regions: Tensor, network_size: Tuple[int, int], output_size: Tuple[int, int]
@@ -193,6 +193,9 @@ class Predictor:
         """Names of the semantic head's classes."""
         return object_regions.class_names(self.cfg)[0]
 
-    def resolve_classes(self, requested: Optional[Sequence[str]]) -> Optional[List[int]]:
-        """Class indices of names or indices (``ValueError`` listing the valid ones)."""
-        return object_regions.resolve_classes(requested, self.class_names())
+    def resolve_classes(
+        self, requested: Optional[Sequence[str]], flag: str = "--regions"
+    ) -> Optional[List[int]]:
+        """Class indices of names or indices (``ValueError`` naming ``flag`` and listing the
+        valid ones)."""
+        return object_regions.resolve_classes(requested, self.class_names(), flag)

@@ -79,21 +79,29 @@ def region_context(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def predict_with_regions(model: nn.Module, inputs: Dict) -> Tuple[Tensor, Tensor]:
-    """Run ``model`` on one input dict; returns the ``sem_seg`` logits ``[K, height, width]``
-    and the soft object region logits ``[K, h, w]`` that the OCR module received (feature
-    resolution of the padded input), in one whole-image forward: OCR forms its regions over
-    all pixels, so a semantic segmentor runs without its sliding window."""
+def predict_output_with_regions(model: nn.Module, inputs: Dict) -> Tuple[Dict, Tensor]:
+    """Run ``model`` on one input dict; returns its whole output dict (a semantic segmentor's
+    ``sem_seg``; Panoptic-FPN's ``sem_seg``, ``instances`` and ``panoptic_seg``) and the soft
+    object region logits ``[K, h, w]`` that the OCR module received (feature resolution of the
+    padded input), in one whole-image forward: OCR forms its regions over all pixels, so a
+    semantic segmentor runs without its sliding window."""
     whole_image = {"sliding_window": None} if isinstance(model, OCRSemanticSegmentor) else {}
     captured = []
     hook = region_context(model).register_forward_pre_hook(
         lambda module, args: captured.append(args[1])
     )
     try:
-        logits = model([inputs], **whole_image)[0]["sem_seg"]
+        output = model([inputs], **whole_image)[0]
     finally:
         hook.remove()
-    return logits.float().cpu(), captured[-1][0].float().cpu()
+    return output, captured[-1][0].float().cpu()
+
+
+def predict_with_regions(model: nn.Module, inputs: Dict) -> Tuple[Tensor, Tensor]:
+    """The ``sem_seg`` logits ``[K, height, width]`` and the region logits ``[K, h, w]`` of
+    :func:`predict_output_with_regions`."""
+    output, regions = predict_output_with_regions(model, inputs)
+    return output["sem_seg"].float().cpu(), regions
 
 
 def region_maps(
@@ -170,8 +178,11 @@ def class_names(cfg) -> Tuple[List[str], object]:
     return names, metadata
 
 
-def resolve_classes(requested: Optional[Sequence[str]], names: List[str]) -> Optional[List[int]]:
+def resolve_classes(
+    requested: Optional[Sequence[str]], names: List[str], flag: str = "--classes"
+) -> Optional[List[int]]:
     """Class indices from names (case-insensitive) or indices; None when nothing is requested.
+    ``flag``: the command-line option named in the error.
 
     Raises:
         ValueError: naming an unknown class and listing the valid ones.
@@ -187,7 +198,7 @@ def resolve_classes(requested: Optional[Sequence[str]], names: List[str]) -> Opt
             indices.append(int(item))
         else:
             raise ValueError(
-                f"--classes: unknown class {item!r}; use a name or an index in [0, {len(names)}): "
+                f"{flag}: unknown class {item!r}; use a name or an index in [0, {len(names)}): "
                 + ", ".join(f"{i}={n}" for i, n in enumerate(names))
             )
     return list(dict.fromkeys(indices))

@@ -62,7 +62,8 @@ def test_semantic_folder_raw_and_regions(folder, tmp_path, demo):
         *SMALL_SEMANTIC,
     )
     assert status == 0, stderr[-3000:]
-    assert "3 input(s)" not in stdout and "4 input(s): wrote 12 file(s), skipped 1" in stdout
+    assert "3 input(s)" not in stdout
+    assert "4 input(s): wrote 12 file(s), skipped 1 unreadable, 0 with existing" in stdout
     assert "corrupt.jpg" in stdout
     names = sorted(p.name for p in out.iterdir())
     suffixes = (".png", "_sem_seg.png", "_regions_3_sky.png", "_regions_0_circle.png")
@@ -74,20 +75,27 @@ def test_semantic_folder_raw_and_regions(folder, tmp_path, demo):
         assert vis.shape == (*size, 3) and label.shape == size and label.max() < 7
         regions = np.asarray(Image.open(out / f"{stem}_regions_3_sky.png"))
         assert regions.shape == (size[0], 3 * size[1], 3)
-    # A second run refuses to overwrite, and writes nothing.
+    # A second run into the same folder with one new image writes only that image's outputs
+    # (overrides at the end this time, a flag after them) and keeps every existing file.
     written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    status, _, stderr = demo(
+    new = tmp_path / "new.png"
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(new)
+    status, stdout, stderr = demo(
         "--config-file",
         SEMANTIC,
         "--input",
         folder / "rgb.jpg",
+        new,
         "--output",
         out,
-        "--opts",
         *SMALL_SEMANTIC,
+        "--raw",
     )
-    assert status == 2 and "already exists" in stderr
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written
+    assert status == 0, stderr[-3000:]
+    assert "2 input(s): wrote 2 file(s), skipped 0 unreadable, 1 with existing" in stdout
+    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert set(after) == set(written) | {"new.png", "new_sem_seg.png"}
+    assert {k: after[k] for k in written} == written
 
 
 def test_panoptic_folder_raw_coco_format(folder, tmp_path, demo):
@@ -183,3 +191,27 @@ def test_attention_maps_of_a_multi_scale_model(folder, tmp_path, demo):
     )
     assert status == 2 and "no scale attention" in stderr
     assert not (tmp_path / "plain").exists()
+
+
+def test_single_output_file_format_follows_its_extension(folder, tmp_path, demo):
+    args = ["--config-file", SEMANTIC, "--input", folder / "rgb.jpg", *SMALL_SEMANTIC]
+    status, _, stderr = demo(*args, "--output", tmp_path / "single.jpg")
+    assert status == 0, stderr[-3000:]
+    assert (tmp_path / "single.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not PNG
+    status, _, stderr = demo(*args, "--output", tmp_path / "single.gif")
+    assert status == 2 and "cannot write '.gif' images" in stderr
+    assert not (tmp_path / "single.gif").exists()
+
+
+def test_regions_of_panoptic_fpn_with_ocr(folder, tmp_path, demo):
+    """Panoptic-FPN + OCR: the semantic branch's regions, beside the panoptic overlay; an unknown
+    class names --regions."""
+    config = "configs/toy_scenes/panoptic_fpn_ocr_R18_toy_scenes_600it.yaml"
+    out = tmp_path / "regions"
+    args = ["--config-file", config, "--input", folder / "rgb.jpg", "--output", out]
+    status, stdout, stderr = demo(*args, "--regions", "sky", "--opts", *SMALL_PANOPTIC)
+    assert status == 0, stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["rgb.png", "rgb_regions_1_sky.png"]
+    assert np.asarray(Image.open(out / "rgb_regions_1_sky.png")).shape == (60, 3 * 76, 3)
+    status, _, stderr = demo(*args, "--regions", "bogus", "--overwrite", *SMALL_PANOPTIC)
+    assert status == 2 and "--regions: unknown class 'bogus'" in stderr

@@ -89,6 +89,11 @@ class ContextSemSegFPNHead(SemSegFPNHead):
         ret["aux_loss"] = build_sem_seg_loss(cfg, "aux")
         return ret
 
+    @property
+    def feature_stride(self) -> int:
+        """Stride of the fused features the context module sees (its regions' stride)."""
+        return self.common_stride
+
     def fused_features(self, features: Dict[str, Tensor]) -> Tensor:
         """Sum of the per-level scale heads: ``[N, CONVS_DIM, H/s, W/s]``."""
         x = None
