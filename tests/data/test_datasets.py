@@ -223,13 +223,31 @@ def _cityscapes_tree(root: Path) -> Path:
 
 
 @needs_shared
+def test_cityscapes_without_polygon_files_loads_from_the_label_pngs(d2root, fresh_prefix):
+    """A copy without *_gtFine_polygons.json (as the shared sample is) gives the records that
+    Detectron2's loader gives with them; missing labelTrainIds are named with the command."""
+    cs = _cityscapes_tree(d2root)
+    gt = cs / "gtFine/val/frankfurt"
+    rc.register_cityscapes(str(d2root), prefix=fresh_prefix)
+    assert prepare("cityscapes").main([]) == 0
+    expected = load_cityscapes_semantic(str(cs / "leftImg8bit/val"), str(cs / "gtFine/val"))
+    (gt / f"{CS_FRAME}_gtFine_polygons.json").unlink()
+    records = DatasetCatalog.get(f"{fresh_prefix}_fine_sem_seg_val_checked")
+    width, height = Image.open(cs / f"leftImg8bit/val/frankfurt/{CS_FRAME}_leftImg8bit.png").size
+    assert records == expected and (records[0]["height"], records[0]["width"]) == (height, width)
+    (gt / f"{CS_FRAME}_gtFine_labelTrainIds.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 of 1 \*_gtFine_labelTrainIds.*prepare_city"):
+        DatasetCatalog.get(f"{fresh_prefix}_fine_sem_seg_val_checked")
+
+
+@needs_shared
 def test_cityscapes_label_ids_to_train_ids(d2root, fresh_prefix):
     cs = _cityscapes_tree(d2root)
     gt = cs / "gtFine/val/frankfurt"
     # Before conversion the builtin loader's assertion becomes an error naming our command, in
     # the loader of cityscapes_fine_sem_seg_*_checked.
     rc.register_cityscapes(str(d2root), prefix=fresh_prefix)
-    with pytest.raises(FileNotFoundError, match="python datasets/prepare_cityscapes.py"):
+    with pytest.raises(FileNotFoundError, match="bin/python datasets/prepare_cityscapes.py"):
         DatasetCatalog.get(f"{fresh_prefix}_fine_sem_seg_val_checked")
 
     assert prepare("cityscapes").main([]) == 0  # --root defaults to $DETECTRON2_DATASETS/cityscapes

@@ -115,7 +115,7 @@ def test_registered_names_and_metadata():
         assert (meta.stuff_classes[0], meta.stuff_colors[0]) == ("Bird", [165, 42, 42])
         assert (meta.stuff_classes[13], meta.stuff_colors[13]) == ("Road", [128, 64, 128])
         assert (meta.stuff_classes[64], meta.stuff_colors[64]) == ("Ego Vehicle", [120, 10, 10])
-        assert meta.prepare_command == "python datasets/prepare_mapillary_vistas.py"
+        assert meta.prepare_command == ".venv/bin/python datasets/prepare_mapillary_vistas.py"
         assert Path(meta.image_root).parts[-3:] == ("mapillary_vistas", folder, "images")
         assert Path(meta.sem_seg_root).parts[-4:] == (
             "mapillary_vistas",

@@ -26,7 +26,7 @@ from .sem_seg_loaders import load_images_without_labels, load_sem_seg_paired
 
 __all__ = ["ADE20K_COLORS", "load_ade20k_test_images", "register_ade20k", "register_all_ade20k"]
 
-PREPARE_COMMAND = "python datasets/prepare_ade20k.py"
+PREPARE_COMMAND = ".venv/bin/python datasets/prepare_ade20k.py"
 TEST_PREPARE_COMMAND = "unzip release_test.zip -d $DETECTRON2_DATASETS/ADEChallengeData2016"
 IGNORE_LABEL = 255
 NUM_CLASSES = 150

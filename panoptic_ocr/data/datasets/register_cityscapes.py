@@ -8,8 +8,9 @@ Names:
   ``sem_seg_root``, ``stuff_colors`` and ``prepare_command`` in the metadata and a missing-label
   error that names this project's command. They read
   ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png`` and ``*_gtFine_polygons.json`` (for the
-  image size). The release's gtFine *test* labels are placeholders: scores on
-  ``cityscapes_fine_sem_seg_test_checked`` mean nothing.
+  image size); where the polygon files are absent (a partial copy), the records are made from
+  the label PNGs and the sizes read from the image headers. The release's gtFine *test*
+  labels are placeholders: scores on ``cityscapes_fine_sem_seg_test_checked`` mean nothing.
 * ``cityscapes_coarse_sem_seg_{train,train_extra}``: the coarse labels
   (``gtCoarse/<split>/<city>/*_gtCoarse_labelTrainIds.png``) of the paper's "w/ coarse" rows.
 * ``cityscapes_fine_sem_seg_test_submission``: the 1525 test images without labels; evaluated by
@@ -21,6 +22,7 @@ Names:
 """
 
 import functools
+import logging
 import os
 from typing import Dict, List
 
@@ -28,6 +30,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.cityscapes import load_cityscapes_semantic
 from detectron2.utils.file_io import PathManager
+from PIL import Image
 
 from .sem_seg_loaders import load_images_without_labels
 
@@ -42,7 +45,8 @@ __all__ = [
     "register_all_cityscapes",
 ]
 
-PREPARE_COMMAND = "python datasets/prepare_cityscapes.py"
+PREPARE_COMMAND = ".venv/bin/python datasets/prepare_cityscapes.py"
+logger = logging.getLogger(__name__)
 TEST_PREPARE_COMMAND = "unzip leftImg8bit_trainvaltest.zip -d $DETECTRON2_DATASETS/cityscapes"
 IGNORE_LABEL = 255
 
@@ -160,12 +164,63 @@ def _with_prepare_hint(load, *args):
         ) from e
 
 
+def _fine_records_without_polygons(image_dir: str, gt_dir: str) -> List[Dict]:
+    """The records of ``load_cityscapes_semantic`` made from the label PNGs alone: sizes from
+    the image headers instead of ``*_gtFine_polygons.json``."""
+    records = []
+    for city in sorted(PathManager.ls(image_dir)):
+        for name in sorted(PathManager.ls(os.path.join(image_dir, city))):
+            if not name.endswith("_leftImg8bit.png"):
+                continue
+            stem = name[: -len("leftImg8bit.png")]
+            image = os.path.join(image_dir, city, name)
+            with PathManager.open(image, "rb") as f:
+                width, height = Image.open(f).size
+            records.append(
+                {
+                    "file_name": image,
+                    "sem_seg_file_name": os.path.join(
+                        gt_dir, city, stem + "gtFine_labelTrainIds.png"
+                    ),
+                    "height": height,
+                    "width": width,
+                }
+            )
+    if not records:
+        raise FileNotFoundError(
+            f"No '*_leftImg8bit.png' image in the city folders of '{image_dir}'"
+        )
+    missing = [
+        r["sem_seg_file_name"] for r in records if not PathManager.isfile(r["sem_seg_file_name"])
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(records)} *_gtFine_labelTrainIds.png file(s) are missing, "
+            f"e.g. '{missing[0]}'. Create them with: {PREPARE_COMMAND}"
+        )
+    return records
+
+
+def _has_polygons(image_dir: str, gt_dir: str) -> bool:
+    """Whether the first image of the first city has its ``*_gtFine_polygons.json``."""
+    for city in sorted(PathManager.ls(image_dir)):
+        for name in sorted(PathManager.ls(os.path.join(image_dir, city))):
+            if name.endswith("_leftImg8bit.png"):
+                stem = name[: -len("leftImg8bit.png")]
+                return PathManager.isfile(os.path.join(gt_dir, city, stem + "gtFine_polygons.json"))
+    return True  # no image: Detectron2's loader says so
+
+
 def load_cityscapes_fine_semantic(image_dir: str, gt_dir: str) -> List[Dict]:
-    """Detectron2's ``load_cityscapes_semantic`` records (``*_gtFine_labelTrainIds.png``).
+    """Detectron2's ``load_cityscapes_semantic`` records (``*_gtFine_labelTrainIds.png``); the
+    same records from the label PNGs where ``*_gtFine_polygons.json`` are absent.
 
     Raises:
         FileNotFoundError: the labelTrainIds files are missing (names the command creating them).
     """
+    if PathManager.isdir(image_dir) and not _has_polygons(image_dir, gt_dir):
+        logger.info("%s: no *_gtFine_polygons.json; image sizes are read from the images", gt_dir)
+        return _fine_records_without_polygons(image_dir, gt_dir)
     return _with_prepare_hint(load_cityscapes_semantic, image_dir, gt_dir)
 
 

@@ -44,7 +44,7 @@ __all__ = [
     "register_cityscapes_panoptic",
 ]
 
-PREPARE_COMMAND = "python datasets/prepare_cityscapes_panoptic.py"
+PREPARE_COMMAND = ".venv/bin/python datasets/prepare_cityscapes_panoptic.py"
 IGNORE_LABEL = 255
 LABEL_DIVISOR = 1000  # Cityscapes instance ids: label id * 1000 + instance
 CITYSCAPES_PANOPTIC_SPLITS = ("train", "val")

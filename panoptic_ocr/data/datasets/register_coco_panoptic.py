@@ -40,7 +40,7 @@ __all__ = [
     "register_coco_panoptic_separated",
 ]
 
-PREPARE_COMMAND = "python datasets/prepare_coco_panoptic_fpn.py"
+PREPARE_COMMAND = ".venv/bin/python datasets/prepare_coco_panoptic_fpn.py"
 IGNORE_LABEL = 255
 VOID_ID = 0  # panoptic PNG id of unlabelled pixels
 

@@ -24,7 +24,7 @@ from .sem_seg_loaders import load_sem_seg_from_labels
 
 __all__ = ["COCO_STUFF_171_CATEGORIES", "coco_stuff_182_to_171", "register_coco_stuff_10k"]
 
-PREPARE_COMMAND = "python datasets/prepare_coco_stuff_10k.py"
+PREPARE_COMMAND = ".venv/bin/python datasets/prepare_coco_stuff_10k.py"
 IGNORE_LABEL = 255
 NUM_182_LABELS = 182
 

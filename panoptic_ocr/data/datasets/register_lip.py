@@ -22,7 +22,7 @@ from .sem_seg_loaders import load_images_without_labels, load_sem_seg_from_label
 
 __all__ = ["LIP_CATEGORIES", "LIP_FLIP_PAIRS", "register_lip"]
 
-PREPARE_COMMAND = "python datasets/prepare_lip.py"
+PREPARE_COMMAND = ".venv/bin/python datasets/prepare_lip.py"
 TEST_PREPARE_COMMAND = "unzip Testing_images.zip -d $DETECTRON2_DATASETS/lip"
 IGNORE_LABEL = 255
 

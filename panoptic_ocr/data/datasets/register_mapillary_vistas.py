@@ -33,7 +33,7 @@ __all__ = [
     "register_mapillary_vistas",
 ]
 
-PREPARE_COMMAND = "python datasets/prepare_mapillary_vistas.py"
+PREPARE_COMMAND = ".venv/bin/python datasets/prepare_mapillary_vistas.py"
 IGNORE_LABEL = 255
 NUM_CLASSES = 65
 VERSION = "v1.2"

@@ -23,7 +23,7 @@ from .sem_seg_loaders import load_sem_seg_from_labels
 
 __all__ = ["PASCAL_CONTEXT_59_CATEGORIES", "pascal_context_459_to_59", "register_pascal_context"]
 
-PREPARE_COMMAND = "python datasets/prepare_pascal_context.py"
+PREPARE_COMMAND = ".venv/bin/python datasets/prepare_pascal_context.py"
 IGNORE_LABEL = 255
 NUM_459_LABELS = 459
 

@@ -20,7 +20,7 @@ from .toy_scenes import IGNORE_LABEL, TOY_CATEGORIES, ensure_toy_scenes
 
 __all__ = ["get_toy_scenes_meta", "get_toy_scenes_separated_meta", "register_toy_scenes"]
 
-PREPARE_COMMAND = "python datasets/prepare_toy_scenes.py"
+PREPARE_COMMAND = ".venv/bin/python datasets/prepare_toy_scenes.py"
 SPLITS = ("train", "val")
 
 
