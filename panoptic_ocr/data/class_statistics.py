@@ -27,7 +27,7 @@ def class_weights_from_frequencies(
     With ``f_c = n_c / sum_k n_k`` (the class's share of the labelled pixels):
 
     * ``"enet"``: ``w_c = 1 / ln(c + f_c)``, ``c = 1.02`` (Paszke et al., ENet 2016, sec. 5.2);
-      bounded by ``1 / ln(c)`` (about 50.5) for rare classes.
+      bounded by ``1 / ln(c)`` (about 50.5) for rare classes that occur.
     * ``"median_frequency"``: median frequency balancing (Eigen & Fergus, ICCV 2015):
       ``w_c = median(freq) / freq_c`` with ``freq_c = n_c / T_c``, ``T_c`` the total pixel count
       of the images in which class ``c`` appears (``image_pixel_totals``); without it ``T_c``
@@ -35,8 +35,8 @@ def class_weights_from_frequencies(
       classes that occur.
     * ``"inverse_frequency"``: ``w_c = 1 / f_c``.
 
-    Classes with no pixel get weight 0 under "median_frequency" and "inverse_frequency" (they
-    contribute no loss anyway) and ``1 / ln(c)`` under "enet".
+    Classes with no pixel get weight 0 under every method: nothing was measured for them (and
+    under "enet" the formula would give them the largest weight, ``1 / ln(c)``).
 
     Args:
         pixel_counts: ``[K]`` non-negative labelled-pixel counts per class (ignored pixels
@@ -66,7 +66,7 @@ def class_weights_from_frequencies(
     if method == "enet":
         if enet_c <= 1.0:
             raise ValueError(f"enet_c must be > 1, got {enet_c}")
-        weights = 1.0 / np.log(enet_c + freq)
+        weights[present] = 1.0 / np.log(enet_c + freq[present])
     elif method == "inverse_frequency":
         weights[present] = 1.0 / freq[present]
     else:

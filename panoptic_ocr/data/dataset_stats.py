@@ -96,7 +96,17 @@ def format_stats(stats: DatasetStats, weights: Optional[np.ndarray] = None) -> s
         f"{stats.name}: {stats.num_images} images, {total} labelled pixels, "
         f"{stats.ignored} ignored\n"
     )
-    return head + tabulate(rows, headers=headers, tablefmt="pipe")
+    return head + tabulate(rows, headers=headers, tablefmt="pipe") + _absent_note(stats)
+
+
+def _absent_note(stats: DatasetStats) -> str:
+    absent = [f"{i}={c}" for i, c in enumerate(stats.classes) if stats.pixel_counts[i] == 0]
+    if not absent:
+        return ""
+    return (
+        f"\n{len(absent)} class(es) absent from the data get weight 0 (nothing measured): "
+        + ", ".join(absent)
+    )
 
 
 def class_weights_snippet(
@@ -108,9 +118,11 @@ def class_weights_snippet(
         stats.pixel_counts, method, image_pixel_totals=stats.image_pixel_totals, normalize=normalize
     )
     values = ", ".join(f"{w:.4f}" for w in weights)
+    absent = [c for i, c in enumerate(stats.classes) if stats.pixel_counts[i] == 0]
+    absent_line = f"# weight 0: absent from the data: {', '.join(absent)}\n" if absent else ""
     return (
         f"# Class weights of {stats.name} ({method}, from {stats.num_images} label files): "
-        f"tools/dataset_stats.py\n"
+        f"tools/dataset_stats.py\n{absent_line}"
         'MODEL:\n  SEM_SEG_HEAD:\n    LOSS_TYPE: "cross_entropy"\n    LOSS:\n'
         f"      CLASS_WEIGHTS: [{values}]\n"
     )

@@ -120,3 +120,46 @@ def test_docs_commands_run_as_written(tmp_path):
     assert len(list((out / "browse_aug").glob("*.png"))) == 2
     assert (out / "demo/toy_val_000000.png").is_file()
     assert (out / "demo/toy_val_000000_sem_seg.png").is_file()
+
+
+def test_reduce_zero_label_converts_once_and_names_bad_values(tmp_path):
+    """0 = ignore and 1..K = classes (mmseg's reduce_zero_label): the labels are converted into
+    a sibling folder when first loaded, the records and stats see 0..K-1 and 255; a label that
+    changes is converted again; a value above K is named with its file."""
+    images, labels = _folder(tmp_path, [np.array([[0, 1], [2, 3]]), np.array([[3, 3], [255, 1]])])
+    register_sem_seg_folder(
+        "test_custom_reduce", images, labels, ["a", "b", "c"], reduce_zero_label=True
+    )
+    records = DatasetCatalog.get("test_custom_reduce")
+    converted = tmp_path / "lbl_reduced_zero_label"
+    assert [r["sem_seg_file_name"] for r in records] == [
+        str(converted / f"{i}.png") for i in (0, 1)
+    ]
+    assert np.asarray(Image.open(converted / "0.png")).tolist() == [[255, 0], [1, 2]]
+    assert np.asarray(Image.open(converted / "1.png")).tolist() == [[2, 2], [255, 0]]
+    assert MetadataCatalog.get("test_custom_reduce").sem_seg_root == str(converted)
+    stats = dataset_stats("test_custom_reduce")
+    assert stats.pixel_counts.tolist() == [2, 1, 3] and stats.ignored == 2
+    first = (converted / "0.png").stat().st_mtime_ns
+    DatasetCatalog.get("test_custom_reduce")  # up to date: not rewritten
+    assert (converted / "0.png").stat().st_mtime_ns == first
+    Image.fromarray(np.array([[4, 1], [1, 1]], np.uint8)).save(tmp_path / "lbl" / "0.png")
+    os.utime(tmp_path / "lbl" / "0.png", ns=(first + 10**9, first + 10**9))
+    with pytest.raises(ValueError, match=r"test_custom_reduce.*0\.png.*4"):
+        DatasetCatalog.get("test_custom_reduce")
+    assert np.asarray(Image.open(converted / "0.png")).tolist() == [[255, 0], [1, 2]]  # kept
+
+
+def test_dataset_stats_gives_absent_classes_weight_zero_and_says_so(tmp_path):
+    from panoptic_ocr.data.dataset_stats import class_weights_snippet, format_stats
+
+    images, labels = _folder(tmp_path, [np.array([[0, 0], [2, 2]])])
+    register_sem_seg_folder("test_custom_absent", images, labels, ["a", "b", "c"])
+    stats = dataset_stats("test_custom_absent")
+    snippet = class_weights_snippet(stats, "enet")
+    assert "CLASS_WEIGHTS: [" in snippet and "absent from the data: b" in snippet
+    weights = [float(v) for v in snippet.split("CLASS_WEIGHTS: [")[1].split("]")[0].split(",")]
+    assert weights[1] == 0.0 and weights[0] > 0 and weights[2] > 0
+    assert "1 class(es) absent from the data get weight 0 (nothing measured): 1=b" in format_stats(
+        stats, np.array(weights)
+    )
