@@ -8,6 +8,7 @@ python train_net.py ... --num-machines 2 --machine-rank 0 \\
     --dist-url tcp://HOST:PORT  # docs/distributed.md
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 from datetime import timedelta
 

@@ -21,6 +21,7 @@ the --output file's extension. Config overrides: KEY VALUE pairs after --opts or
 (tools/export_model.py) instead of PyTorch, e.g. on a machine without the training set-up.
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import logging
 import sys

@@ -2,10 +2,19 @@
 in Detectron2. Importing the package registers its backbones, heads, meta-architectures and
 datasets."""
 
-from . import (
+import warnings
+
+# Detectron2 calls torch.jit.script when it is imported (detectron2.layers, .structures), which
+# torch deprecates with a FutureWarning that tells a user of this package nothing. The tools
+# import panoptic_ocr before detectron2 so that it is not printed.
+warnings.filterwarnings(
+    "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+)
+
+from . import (  # noqa: E402
     data,  # registers datasets
     modeling,  # registers backbones, heads and meta-architectures
 )
-from .config import add_ocr_config, setup_cfg
+from .config import add_ocr_config, setup_cfg  # noqa: E402
 
 __version__ = "0.1.0"

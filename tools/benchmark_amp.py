@@ -15,6 +15,7 @@ the config's inference precision (float32 by default) for both, through ``Traine
         SOLVER.IMS_PER_BATCH 4
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import logging
 import os

@@ -44,6 +44,7 @@ Usage:
         --config-opts "" "MODEL.OCR.MID_CHANNELS 256" --flops --breakdown --json
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import contextlib
 import dataclasses

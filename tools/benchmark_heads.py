@@ -24,6 +24,7 @@ Usage:
     python tools/benchmark_heads.py --device cuda --dtype float16 --variant compact
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import json
 import sys

@@ -22,6 +22,7 @@ Usage:
     python tools/benchmark_losses.py --shape 8,7,192,192 --runs 5
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import json
 import os

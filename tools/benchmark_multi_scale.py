@@ -29,6 +29,7 @@ peak of one forward on the first image above what is held before it (weights exc
 native bfloat16 support and the load (``uptime``).
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import json
 import statistics

@@ -17,6 +17,7 @@ Usage:
     python tools/benchmark_panoptic_heads.py --image 512,768 --runs 3 --device cuda
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import os
 from typing import Dict, List, Optional, Sequence

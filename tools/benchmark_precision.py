@@ -21,6 +21,7 @@ whole-model variants go through ``build_inference_model``.
         --model configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml --image-size 512
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import copy
 import statistics

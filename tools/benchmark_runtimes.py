@@ -29,6 +29,7 @@ agreement is then a numerical check only). The table starts with the CPU model, 
 bfloat16 support, the threads and the load average. See docs/benchmarks.md.
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import os
 import sys

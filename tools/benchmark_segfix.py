@@ -33,6 +33,7 @@ With ``--image``, it also times the whole loader step per training record (read,
 0.5-2, crop, flip) of the semantic mapper and of the "segfix" mapper with each target source.
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import json
 import os

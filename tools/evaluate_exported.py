@@ -18,6 +18,7 @@ logged as ``train_net.py`` logs them); the evaluators write under
 Trailing KEY VALUE pairs override the config, as in train_net.py. See docs/export.md.
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import sys
 

@@ -23,6 +23,7 @@ Usage:
         MODEL.WEIGHTS output/toy/model_final.pth     # 2 processes; gloo on CPU-only machines
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import dataclasses
 import logging

@@ -14,6 +14,7 @@ agreement falls below ``--min-agreement``.
 Trailing KEY VALUE pairs override the config, as in train_net.py. See docs/export.md.
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import logging
 import sys

@@ -14,6 +14,7 @@ fingerprint files written before and after a change are compared key by key
 :func:`compare_fingerprints`).
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import glob
 import hashlib

@@ -8,6 +8,7 @@ numbers compare directly with a model's (:func:`majority_baseline`;
 ``tests/engine/test_training.py`` runs it).
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import json
 from typing import Dict

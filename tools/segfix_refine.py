@@ -14,6 +14,7 @@ config (``MODEL.SEGFIX.SCALE``, ``THRESHOLD``). The logic is
 :mod:`panoptic_ocr.engine.segfix_refine`; docs/segfix.md.
 """
 
+import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
 import logging
 import sys

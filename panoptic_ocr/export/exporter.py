@@ -418,7 +418,7 @@ def check_images(
             raise OSError(f"cannot read check image {path!r}: {e}") from e
     rng = np.random.default_rng(0)
     for h, w in odd_sizes:
-        if images:
+        if paths:  # resizes of the first given image
             image = cv2.resize(images[0][1], (w, h), interpolation=cv2.INTER_AREA)
             images.append((f"{images[0][0]}@{h}x{w}", image))
         else:

@@ -135,3 +135,9 @@ def test_cli_check_prints_figures_and_refuses_to_overwrite(tmp_path, run_main):
     assert "argmax agreement" in out and "check passed" in out and "noise@97x131" in out
     status, _, err = run_main(main, argv)
     assert status == 2 and "already exists" in err
+
+
+def test_default_check_images_are_labelled_by_what_they_are():
+    images = check_images([], "RGB")
+    assert [name for name, _ in images] == ["noise@97x131", "noise@61x203"]
+    assert [image.shape for _, image in images] == [(97, 131, 3), (61, 203, 3)]
