@@ -181,6 +181,9 @@ def add_ocr_config(cfg: CN) -> None:
     cfg.MODEL.INFERENCE_DTYPE = "float32"
     # Inference in channels_last memory format (oneDNN's fast layout; most of bf16's CPU gain).
     cfg.MODEL.INFERENCE_CHANNELS_LAST = False
+    # Training in channels_last memory format (the model's weights; tools/benchmark_amp.py
+    # --channels-last measures it: slower than the default layout on the CPUs measured so far).
+    cfg.MODEL.TRAIN_CHANNELS_LAST = False
     # Trainer.test evaluates a copy with BatchNorm folded into the convs (training untouched).
     cfg.TEST.FOLD_BATCHNORM = False
     # torch.compile of the evaluated semantic segmentor's backbone and head (docs/inference.md):

@@ -11,7 +11,7 @@ Both runs use the same config, seed and data order; the only difference is
 the config's inference precision (float32 by default) for both, through ``Trainer.test``.
 
     .venv/bin/python tools/benchmark_amp.py                       # the quick start, 30 iterations
-    .venv/bin/python tools/benchmark_amp.py --iterations 100 --threads 2 \\
+    .venv/bin/python tools/benchmark_amp.py --iterations 100 --threads 2 --channels-last \\
         SOLVER.IMS_PER_BATCH 4
 """
 
@@ -30,6 +30,7 @@ from detectron2.utils.env import seed_all_rng
 
 from panoptic_ocr.config import add_ocr_config
 from panoptic_ocr.engine import Trainer
+from panoptic_ocr.utils.measurement import machine_line
 from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides
 
 DEFAULT_CONFIG = str(
@@ -38,7 +39,13 @@ DEFAULT_CONFIG = str(
 
 
 def _train_once(
-    config_file: str, opts: Sequence[str], amp: bool, iterations: int, output_dir: str, seed: int
+    config_file: str,
+    opts: Sequence[str],
+    amp: bool,
+    iterations: int,
+    output_dir: str,
+    seed: int,
+    channels_last: bool = False,
 ) -> Dict:
     """One training run from ``seed``: seconds per iteration, final loss, mIoU."""
     cfg = get_cfg()
@@ -49,6 +56,7 @@ def _train_once(
     cfg.merge_from_list([
         "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", str(amp), "SOLVER.MAX_ITER", str(iterations),
         "SOLVER.CHECKPOINT_PERIOD", str(10**9), "OUTPUT_DIR", output_dir, "SEED", str(seed),
+        "MODEL.TRAIN_CHANNELS_LAST", str(channels_last),
     ])
     # fmt: on
     cfg.freeze()
@@ -77,14 +85,28 @@ def run_amp_benchmark(
     iterations: int = 30,
     output_dir: str = "output/benchmark_amp",
     seed: int = 0,
+    channels_last: bool = False,
 ) -> Dict[str, Dict]:
-    """Train ``iterations`` iterations in float32, then with bfloat16 autocast, from the same seed;
-    returns ``{"float32": ..., "bfloat16": ...}`` with ``s_per_iter_median``, ``s_per_iter_min``,
+    """Train ``iterations`` iterations in float32, then with bfloat16 autocast (and, with
+    ``channels_last``, both again with ``MODEL.TRAIN_CHANNELS_LAST``), from the same seed;
+    returns ``{"float32": ..., "bfloat16": ..., ["float32 channels-last": ...,
+    "bfloat16 channels-last": ...]}`` with ``s_per_iter_median``, ``s_per_iter_min``,
     ``final_loss`` (mean of the last 5) and ``mIoU`` (after training; ``None`` without
-    ``DATASETS.TEST``). Each run writes under ``output_dir/<precision>``."""
+    ``DATASETS.TEST``). Each run writes under ``output_dir/<name>``."""
+    runs = [("float32", False, False), ("bfloat16", True, False)]
+    if channels_last:
+        runs += [("float32 channels-last", False, True), ("bfloat16 channels-last", True, True)]
     return {
-        name: _train_once(config_file, opts, amp, iterations, os.path.join(output_dir, name), seed)
-        for name, amp in (("float32", False), ("bfloat16", True))
+        name: _train_once(
+            config_file,
+            opts,
+            amp,
+            iterations,
+            os.path.join(output_dir, name.replace(" ", "_")),
+            seed,
+            layout,
+        )
+        for name, amp, layout in runs
     }
 
 
@@ -124,13 +146,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--output-dir", default="output/benchmark_amp")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also train both precisions with MODEL.TRAIN_CHANNELS_LAST",
+    )
     add_config_overrides(parser)
     args = parse_args_with_overrides(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
+    print(machine_line())
     results = run_amp_benchmark(
-        args.config_file, args.opts, args.iterations, args.output_dir, args.seed
+        args.config_file, args.opts, args.iterations, args.output_dir, args.seed, args.channels_last
     )
     print(format_amp_table(results))
     return 0

@@ -226,12 +226,20 @@ class Trainer(DefaultTrainer):
 
         # DefaultTrainer's order: the optimizer is built on the unwrapped model.
         model = self.build_model(cfg)
+        if cfg.MODEL.TRAIN_CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         on_cpu = next(model.parameters()).device.type == "cpu"
         model = wrap_for_distributed(model)
         if cfg.SOLVER.AMP.ENABLED:
             loop = CPUAMPTrainer if on_cpu else AMPTrainer
+            if on_cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                logger.warning(
+                    "SOLVER.AMP.ENABLED on a CPU without native bfloat16 (AVX512-BF16/AMX): "
+                    "bfloat16 autocast is emulated here and trains about 12x slower than float32 "
+                    "(docs/trust.md); set SOLVER.AMP.ENABLED False on this machine"
+                )
         else:
             loop = SimpleTrainer
         # The one private member written: DefaultTrainer keeps its loop in ``_trainer`` (its
