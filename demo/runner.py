@@ -41,13 +41,14 @@ import tqdm
 from detectron2.data import detection_utils as utils
 from detectron2.structures import Instances
 from detectron2.utils.video_visualizer import VideoVisualizer
-from detectron2.utils.visualizer import ColorMode, Visualizer
+from detectron2.utils.visualizer import ColorMode
 from PIL import Image
 
 from panoptic_ocr.data.image_files import read_image
 from panoptic_ocr.engine.predictor import Predictor
 from panoptic_ocr.utils import object_regions
 from panoptic_ocr.utils.safe_write import atomic_file, check_writable
+from panoptic_ocr.utils.visualization import LegibleVisualizer
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -181,7 +182,7 @@ def draw_output(
     ``Visualizer``: Panoptic-FPN's panoptic segmentation (``draw_panoptic_seg``; segments of
     instances below ``confidence_threshold`` are left out), else the argmax of ``sem_seg``
     (``draw_sem_seg``). Returns ``[H, W, 3]`` uint8 RGB."""
-    visualizer = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+    visualizer = LegibleVisualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
     if "panoptic_seg" in output:
         panoptic_seg, segments_info = _panoptic_above(output, confidence_threshold)
         return visualizer.draw_panoptic_seg(

@@ -1,10 +1,13 @@
-"""Prediction overlays with Detectron2's ``Visualizer``: image | ground truth | prediction."""
+"""Prediction overlays with Detectron2's ``Visualizer``: image | ground truth | prediction, in
+titled panels, with labels that stay inside the image and never overprint one another
+(:class:`LegibleVisualizer`)."""
 
 import logging
 import os
 from itertools import islice
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
@@ -17,17 +20,97 @@ from ..data.dataset_mappers import SemanticDatasetMapper
 from ..data.image_files import read_image
 from .safe_write import atomic_file
 
-__all__ = ["browse_dataset", "draw_ground_truth", "draw_prediction", "save_prediction_overlays"]
+__all__ = [
+    "LegibleVisualizer",
+    "browse_dataset",
+    "draw_ground_truth",
+    "draw_prediction",
+    "save_prediction_overlays",
+    "titled_side_by_side",
+]
 
 logger = logging.getLogger(__name__)
 _GROUND_TRUTH_KEYS = ("annotations", "sem_seg_file_name", "pan_seg_file_name")
+
+
+class LegibleVisualizer(Visualizer):
+    """Detectron2's ``Visualizer`` whose text labels stay readable: a label that would cross
+    the image's edge is moved inside it, and one that would overlap a label drawn before it is
+    left out (on small images several class names otherwise print over one another)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._label_boxes: List[Tuple[float, float, float, float]] = []
+
+    def _box(self, artist) -> Tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)`` of a text artist in image pixels (y down), its bbox included."""
+        renderer = self.output.fig.canvas.get_renderer()
+        extent = artist.get_window_extent(renderer=renderer)
+        patch = artist.get_bbox_patch()
+        if patch is not None:
+            artist.update_bbox_position_size(renderer)
+            extent = patch.get_window_extent(renderer=renderer)
+        height = self.output.height * self.output.scale
+        s = self.output.scale
+        return (extent.x0 / s, (height - extent.y1) / s, extent.x1 / s, (height - extent.y0) / s)
+
+    def draw_text(self, text, position, **kwargs):
+        super().draw_text(text, position, **kwargs)
+        artist = self.output.ax.texts[-1]
+        x0, y0, x1, y1 = self._box(artist)
+        width, height = self.output.width, self.output.height
+        if x1 - x0 > width or y1 - y0 > height:
+            artist.remove()  # wider than the image: no place to put it
+            return self.output
+        dx = max(0.0, -x0) - max(0.0, x1 - width)
+        dy = max(0.0, -y0) - max(0.0, y1 - height)
+        if dx or dy:
+            x, y = artist.get_position()
+            artist.set_position((x + dx, y + dy))
+            x0, y0, x1, y1 = x0 + dx, y0 + dy, x1 + dx, y1 + dy
+        if any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in self._label_boxes):
+            artist.remove()
+            return self.output
+        self._label_boxes.append((x0, y0, x1, y1))
+        return self.output
+
+
+def titled_side_by_side(panels: Sequence[Tuple[str, np.ndarray]]) -> np.ndarray:
+    """``[(title, [H, W, 3] uint8)]`` side by side, each under a strip with its title (white on
+    black, sized to the panel height); returns ``[H + strip, sum(W), 3]`` uint8."""
+    height = max(p.shape[0] for _, p in panels)
+    scale = max(0.4, min(1.0, height / 600))
+    strip = int(round(28 * scale)) + 6
+    columns = []
+    for title, panel in panels:
+        panel = np.ascontiguousarray(panel)
+        column = np.zeros((height + strip, panel.shape[1], 3), np.uint8)
+        column[strip : strip + panel.shape[0]] = panel
+        text = title
+        while (
+            text
+            and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > panel.shape[1] - 8
+        ):
+            text = text[:-2] + "~" if len(text) > 2 else ""
+        cv2.putText(
+            column,
+            text,
+            (4, strip - 6),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
+        columns.append(column)
+    return np.concatenate(columns, axis=1)
 
 
 def draw_prediction(image: np.ndarray, output: Dict, metadata) -> np.ndarray:
     """Overlay one model output on ``image`` (``[H, W, 3]`` uint8 RGB) with Detectron2's
     ``Visualizer``: the panoptic segmentation when the output has ``"panoptic_seg"``
     (Panoptic-FPN), else the argmax of ``"sem_seg"`` (``[K, H, W]`` scores)."""
-    visualizer = Visualizer(image, metadata)
+    visualizer = LegibleVisualizer(image, metadata)
     if "panoptic_seg" in output:
         panoptic_seg, segments_info = output["panoptic_seg"]
         return visualizer.draw_panoptic_seg(
@@ -39,10 +122,14 @@ def draw_prediction(image: np.ndarray, output: Dict, metadata) -> np.ndarray:
 def draw_ground_truth(image: np.ndarray, record: Dict, metadata) -> Optional[np.ndarray]:
     """The ground truth of a dataset dict drawn on ``image`` (``[H, W, 3]`` uint8 RGB) with
     ``Visualizer.draw_dataset_dict`` (instances of ``annotations``, ``sem_seg_file_name``,
-    ``pan_seg_file_name``); None when the record has none of them."""
+    ``pan_seg_file_name``); None when the record has none of them. A panoptic record is drawn
+    from its panoptic annotation alone (its separated semantic label would name every instance
+    "things", and its instances would be drawn twice)."""
     if not any(key in record for key in _GROUND_TRUTH_KEYS):
         return None
-    return Visualizer(image, metadata).draw_dataset_dict(record).get_image()
+    if "pan_seg_file_name" in record and "segments_info" in record:
+        record = {k: v for k, v in record.items() if k not in ("annotations", "sem_seg_file_name")}
+    return LegibleVisualizer(image, metadata).draw_dataset_dict(record).get_image()
 
 
 def _ground_truth_index(dataset_name: str) -> Dict[str, Dict]:
@@ -76,8 +163,9 @@ def save_prediction_overlays(
                 overlay = draw_prediction(image, output, metadata)
                 record_gt = index.get(record["file_name"], record)
                 truth = draw_ground_truth(image, record_gt, metadata)
-                panels = [image, overlay] if truth is None else [image, truth, overlay]
-                side_by_side = np.concatenate(panels, axis=1)
+                panels = [("image", image)]
+                panels += [] if truth is None else [("ground truth", truth)]
+                side_by_side = titled_side_by_side(panels + [("prediction", overlay)])
                 name = os.path.splitext(os.path.basename(record["file_name"]))[0] + "_overlay.png"
                 path = os.path.join(output_dir, name)
                 Image.fromarray(side_by_side).save(path)
@@ -125,10 +213,8 @@ def browse_dataset(
     if source == "annotation":
         for record in DatasetCatalog.get(name)[:num_images]:
             image = read_image(record["file_name"], format="RGB")
-            save(
-                Visualizer(image, metadata).draw_dataset_dict(record).get_image(),
-                _stem(record["file_name"]),
-            )
+            drawn = draw_ground_truth(image, record, metadata)
+            save(image if drawn is None else drawn, _stem(record["file_name"]))
         return written
     cfg = cfg.clone()
     cfg.defrost()
@@ -142,7 +228,7 @@ def browse_dataset(
             sample["image"].permute(1, 2, 0).numpy(), cfg.INPUT.FORMAT
         )
         drawn = (
-            Visualizer(image, metadata)
+            LegibleVisualizer(image, metadata)
             .draw_sem_seg(sample["sem_seg"].numpy(), alpha=0.5)
             .get_image()
         )

@@ -658,3 +658,20 @@ def test_trainer_test_on_a_label_free_split_writes_the_submission(d2root, fresh_
         assert label.shape == hw and 1 <= label.min() and label.max() <= 150
     with pytest.raises(OutputExistsError, match=re.escape(f"'{submission}' already exists")):
         Trainer.test(cfg, model)  # a second run would replace the first submission
+
+
+def test_every_dataset_with_a_palette_draws_with_it():
+    """Official or reference palettes in the metadata (ADE20K: sky cyan, not VOC's olive);
+    every class its own colour where the reference palette has one per class."""
+    expected = {
+        "ade20k_sem_seg_val_checked": (150, 2, [6, 230, 230]),  # sky
+        "cityscapes_fine_sem_seg_val_checked": (19, 10, [70, 130, 180]),  # sky
+        "lip_sem_seg_val": (20, 13, [0, 0, 255]),  # Face, as lip_labels.csv
+        "pascal_context_59_sem_seg_val": (59, 0, [180, 120, 120]),  # aeroplane
+        "coco_stuff_10k_sem_seg_test": (171, 0, [220, 20, 60]),  # person: COCO's colour
+    }
+    for name, (count, index, color) in expected.items():
+        colors = MetadataCatalog.get(name).stuff_colors
+        assert len(colors) == count and list(colors[index]) == color, name
+    coco = MetadataCatalog.get("coco_stuff_10k_sem_seg_test").stuff_colors
+    assert len({tuple(c) for c in coco}) == 171

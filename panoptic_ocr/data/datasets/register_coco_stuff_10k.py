@@ -10,7 +10,8 @@ Names:
 Train ids 0..170 follow the COCO-Stuff ids with the 11 ids that COCO removed left out (the
 convention of DeepLab and the OCR paper); 0 (unlabeled) and the removed ids become 255. Both
 splits have public labels, so the test split is scored like a validation split. COCO-Stuff
-publishes no palette: colors are the PASCAL VOC palette.
+publishes no palette of its own: colors are COCO's where COCO panoptic has the class, else
+mmsegmentation's (:mod:`.palettes`).
 """
 
 import functools
@@ -19,7 +20,7 @@ from typing import Dict, List, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .colormap import voc_colormap
+from .palettes import coco_stuff_171_colors
 from .sem_seg_loaders import load_sem_seg_from_labels
 
 __all__ = ["COCO_STUFF_171_CATEGORIES", "coco_stuff_182_to_171", "register_coco_stuff_10k"]
@@ -104,7 +105,7 @@ def coco_stuff_182_to_171() -> List[int]:
 def _get_coco_stuff_10k_meta() -> Dict:
     return {
         "stuff_classes": [name for _, name, _ in COCO_STUFF_171_CATEGORIES],
-        "stuff_colors": voc_colormap(len(COCO_STUFF_171_CATEGORIES)),
+        "stuff_colors": coco_stuff_171_colors(COCO_STUFF_171_CATEGORIES),
         # Lets SemSegEvaluator's json use COCO-Stuff ids, as COCO-Stuff's own tools do.
         "stuff_dataset_id_to_contiguous_id": {
             i: k for k, (i, _, _) in enumerate(COCO_STUFF_171_CATEGORIES)

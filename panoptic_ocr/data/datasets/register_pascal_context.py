@@ -9,7 +9,8 @@ Names:
 
 Train ids 0..58 are the 59 classes in alphabetical order (the OCR paper code's 1..59 minus one);
 background, unlabeled and the 400 rarer labels become 255, so mIoU is taken over 59 classes.
-The release publishes no palette: colors are the PASCAL VOC palette.
+The release publishes no palette: colors are mmsegmentation's PASCAL-Context palette
+(:mod:`.palettes`).
 """
 
 import functools
@@ -18,7 +19,7 @@ from typing import Dict, List, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .colormap import voc_colormap
+from .palettes import PASCAL_CONTEXT_59_COLORS
 from .sem_seg_loaders import load_sem_seg_from_labels
 
 __all__ = ["PASCAL_CONTEXT_59_CATEGORIES", "pascal_context_459_to_59", "register_pascal_context"]
@@ -61,7 +62,7 @@ def pascal_context_459_to_59() -> List[int]:
 def _get_pascal_context_59_meta() -> Dict:
     return {
         "stuff_classes": [name for _, name in PASCAL_CONTEXT_59_CATEGORIES],
-        "stuff_colors": voc_colormap(len(PASCAL_CONTEXT_59_CATEGORIES)),
+        "stuff_colors": [list(c) for c in PASCAL_CONTEXT_59_COLORS],
         # Lets SemSegEvaluator's json name the release's label ids.
         "stuff_dataset_id_to_contiguous_id": {
             i: k for k, (i, _) in enumerate(PASCAL_CONTEXT_59_CATEGORIES)
