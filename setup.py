@@ -46,10 +46,14 @@ setup(
             "openvino>=2025.1,<2027",
             "nncf>=2.16,<4",
         ],
+        # The local web demo (demo/web_demo.py). pandas < 3: Gradio imports pandas, whose 3.x
+        # needs numpy 2 (this project pins numpy 1.x).
+        "web": ["gradio>=5,<7", "pandas<3"],
         # onnx + onnxruntime: tests of the ONNX export (tools/export_model.py --check); torch's
         # ONNX exporter imports onnxscript. Versions checked with torch 2.14.1 on Python 3.11.
         # pytest-xdist: make test's two workers; ruff: the lint make test runs first (ruff.toml).
-        # cityscapesscripts: as in the [cityscapes] extra; openvino: as in the [deploy] extra.
+        # cityscapesscripts: as in the [cityscapes] extra; openvino: as in the [deploy] extra;
+        # gradio + pandas: as in the [web] extra.
         "test": [
             "pytest>=7",
             "pytest-xdist>=3,<4",
@@ -59,6 +63,9 @@ setup(
             "onnxscript>=0.5,<1",
             "cityscapesscripts>=2.2,<3",  # the Cityscapes panoptic tests
             "openvino>=2025.1,<2027",  # the OpenVINO export and runtime tests
+            "gradio>=5,<7",  # the web demo tests (as the [web] extra)
+            "pandas<3",
+            "playwright>=1.40,<2",  # drives the system Chromium in the web demo's browser test
         ],
     },
 )
