@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Train and evaluate panoptic_ocr models with Detectron2's trainer.
 
-python train_net.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml
-python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
-python train_net.py --config-file ... --num-gpus 2   # 2 processes; gloo on CPU-only machines
-python train_net.py ... --num-machines 2 --machine-rank 0 \\
+.venv/bin/python train_net.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml
+.venv/bin/python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+.venv/bin/python train_net.py \\
+    --config-file ... --num-gpus 2   # 2 processes; gloo on CPU-only machines
+.venv/bin/python train_net.py ... --num-machines 2 --machine-rank 0 \\
     --dist-url tcp://HOST:PORT  # docs/distributed.md
 """
 

@@ -2,7 +2,7 @@
 """Exported model vs eager PyTorch on CPU, side by side: eager float32, traced TorchScript,
 onnxruntime without and with its graph optimisations (same thread count, interleaved rounds).
 
-    python tools/benchmark_export.py \\
+    .venv/bin/python tools/benchmark_export.py \\
         --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
         --sizes 256x256 512x512 --runs 5 MODEL.WEIGHTS ""
 

@@ -37,10 +37,11 @@ The measuring is here (:class:`FpsSettings`, :func:`run_benchmark`, :func:`forma
 ``tests/tools/test_tools_inference.py`` imports them); the library only provides the primitives.
 
 Usage:
-    python tools/benchmark_fps.py --configs a.yaml b.yaml --names A B --size 512,1024
-    python tools/benchmark_fps.py --configs c.yaml --size 1024,2048 --compare-dtype bfloat16 \\
+    .venv/bin/python tools/benchmark_fps.py --configs a.yaml b.yaml --names A B --size 512,1024
+    .venv/bin/python tools/benchmark_fps.py \\
+        --configs c.yaml --size 1024,2048 --compare-dtype bfloat16 \\
         --runs 3 --warmup 1 --image img.png --label label.png --calibrate
-    python tools/benchmark_fps.py --configs a.yaml a.yaml --names wide narrow \\
+    .venv/bin/python tools/benchmark_fps.py --configs a.yaml a.yaml --names wide narrow \\
         --config-opts "" "MODEL.OCR.MID_CHANNELS 256" --flops --breakdown --json
 """
 

@@ -19,9 +19,10 @@ The measuring is here (:func:`benchmark_head`, :func:`format_table`), with the p
 :mod:`panoptic_ocr.utils.measurement`.
 
 Usage:
-    python tools/benchmark_heads.py                          # [1, 2048, 128, 128], all heads
-    python tools/benchmark_heads.py --input 1,2048,16,16 --runs 2 --heads ocr,ppm --json
-    python tools/benchmark_heads.py --device cuda --dtype float16 --variant compact
+    .venv/bin/python tools/benchmark_heads.py \\
+                                 # [1, 2048, 128, 128], all heads
+    .venv/bin/python tools/benchmark_heads.py --input 1,2048,16,16 --runs 2 --heads ocr,ppm --json
+    .venv/bin/python tools/benchmark_heads.py --device cuda --dtype float16 --variant compact
 """
 
 import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)

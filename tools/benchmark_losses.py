@@ -15,11 +15,12 @@
   ``OHEM_MIN_KEPT`` scaled to the toy batch (see :data:`TOY_OHEM_MIN_KEPT`).
 
 Usage:
-    python tools/benchmark_losses.py                 # cost table + 3 variants x 2 seeds x 150 it
-    python tools/benchmark_losses.py --skip-training # cost table only
-    python tools/benchmark_losses.py --iters 150 --seeds 0,1,2 \\
+    .venv/bin/python tools/benchmark_losses.py \\
+                        # cost table + 3 variants x 2 seeds x 150 it
+    .venv/bin/python tools/benchmark_losses.py --skip-training # cost table only
+    .venv/bin/python tools/benchmark_losses.py --iters 150 --seeds 0,1,2 \\
         --variants cross_entropy,ohem_cross_entropy
-    python tools/benchmark_losses.py --shape 8,7,192,192 --runs 5
+    .venv/bin/python tools/benchmark_losses.py --shape 8,7,192,192 --runs 5
 """
 
 import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)

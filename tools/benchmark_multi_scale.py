@@ -3,11 +3,13 @@
 models: mIoU and boundary IoU over a test set with their spread across training seeds, and the
 cost (time and peak memory per image) of each at the same scales, side by side in one run.
 
-    python train_net.py --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
+    .venv/bin/python train_net.py \\
+        --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
         SEED 1 OUTPUT_DIR output/bench/single_seed1       # and SEED 2, ...
-    python train_net.py --config-file configs/toy_scenes/hmsa_ocr_R18_os16_toy_scenes_600it.yaml \\
+    .venv/bin/python train_net.py \\
+        --config-file configs/toy_scenes/hmsa_ocr_R18_os16_toy_scenes_600it.yaml \\
         SEED 1 OUTPUT_DIR output/bench/hmsa_seed1         # and SEED 2, ...
-    python tools/benchmark_multi_scale.py --single output/bench/single_seed* \\
+    .venv/bin/python tools/benchmark_multi_scale.py --single output/bench/single_seed* \\
         --hmsa output/bench/hmsa_seed* --scales 0.5 1.0 2.0
 
 Each run folder holds what ``train_net.py`` wrote: ``config.yaml`` and ``model_final.pth``

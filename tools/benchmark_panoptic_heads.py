@@ -13,8 +13,8 @@ All heads are measured in one run, so the ratios compare like with like. The mea
 (:func:`benchmark`, :func:`format_table`; ``tests/engine/test_panoptic_fpn.py`` runs them).
 
 Usage:
-    python tools/benchmark_panoptic_heads.py                    # 800 x 1216 image, CPU
-    python tools/benchmark_panoptic_heads.py --image 512,768 --runs 3 --device cuda
+    .venv/bin/python tools/benchmark_panoptic_heads.py                    # 800 x 1216 image, CPU
+    .venv/bin/python tools/benchmark_panoptic_heads.py --image 512,768 --runs 3 --device cuda
 """
 
 import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)

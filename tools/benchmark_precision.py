@@ -15,9 +15,9 @@ them. The OCR-module variants combine autocast, channels-last, reduced-precision
 folding one by one, which only ``prepare_for_inference`` on the bare module can express; the
 whole-model variants go through ``build_inference_model``.
 
-    python tools/benchmark_precision.py                       # paper size S=128 and S=32
-    python tools/benchmark_precision.py --sizes 64 --rounds 9
-    python tools/benchmark_precision.py --sizes \\
+    .venv/bin/python tools/benchmark_precision.py                       # paper size S=128 and S=32
+    .venv/bin/python tools/benchmark_precision.py --sizes 64 --rounds 9
+    .venv/bin/python tools/benchmark_precision.py --sizes \\
         --model configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml --image-size 512
 """
 

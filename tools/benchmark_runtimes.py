@@ -6,11 +6,11 @@ calibration where nncf is installed). Per runtime: median latency, speed-up over
 preparation time (export / conversion / compilation), peak RSS growth of one call, and
 agreement with float32 eager (largest logit difference, argmax agreement).
 
-    python tools/benchmark_runtimes.py \\
+    .venv/bin/python tools/benchmark_runtimes.py \\
         --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
         --size 512x1024 --runs 5 \\
         MODEL.WEIGHTS output/quickstart/ocr_R18_os16_toy_scenes_600it/model_final.pth
-    python tools/benchmark_runtimes.py \\
+    .venv/bin/python tools/benchmark_runtimes.py \\
         --config-file configs/cityscapes/semantic/ocr_HRNetV2W48_bs8_crop769_poly_40k.yaml \\
         --size 512x1024 --runs 3 --variants "onnxruntime float32" "OpenVINO float32" \\
         MODEL.WEIGHTS ""
@@ -19,7 +19,7 @@ With --peer-python (mmsegmentation's own interpreter, ../shared/notes/peer-timin
 mmsegmentation's OCRNet-HR48 runs in its own process (tools/mmseg_peer_worker.py) in the same
 rounds; with an empty MODEL.WEIGHTS both sides then run the peer's initial weights:
 
-    python tools/benchmark_runtimes.py \\
+    .venv/bin/python tools/benchmark_runtimes.py \\
         --config-file configs/cityscapes/semantic/ocr_HRNetV2W48_bs8_crop769_poly_40k.yaml \\
         --variants "onnxruntime float32" "OpenVINO float32" "mmsegmentation float32" \\
         --size 1024x2048 --runs 3 --peer-python ../mmseg-venv/bin/python MODEL.WEIGHTS ""

@@ -3,9 +3,10 @@
 SegFix model: mIoU and boundary IoU before and after, with their spread over seeds, and the time
 the refinement adds per image, side by side in one run.
 
-    python train_net.py --config-file configs/toy_scenes/segfix_R18_toy_scenes_600it.yaml \\
+    .venv/bin/python train_net.py \\
+        --config-file configs/toy_scenes/segfix_R18_toy_scenes_600it.yaml \\
         SEED 1 OUTPUT_DIR output/bench/segfix_seed1          # and SEED 2, ...
-    python tools/benchmark_segfix.py --segfix output/bench/segfix_seed* \\
+    .venv/bin/python tools/benchmark_segfix.py --segfix output/bench/segfix_seed* \\
         --models "OCR (quick start)" output/bench/ocr_seed1 output/bench/ocr_seed2 \\
         --models "fine only" output/bench/fine_only_seed1 output/bench/fine_only_seed2
 
@@ -25,7 +26,7 @@ on the augmented crop), and to read the label's cached target PNG and crop, flip
 (``"cached"``):
 
     C=../shared/data/cityscapes; F=frankfurt_000000_000294
-    python tools/benchmark_segfix.py --resize 1024 2048 --crop 769 769 \\
+    .venv/bin/python tools/benchmark_segfix.py --resize 1024 2048 --crop 769 769 \\
         --targets $C/gtFine/val/frankfurt/${F}_gtFine_labelTrainIds.png \\
         --image $C/leftImg8bit/val/frankfurt/${F}_leftImg8bit.png
 

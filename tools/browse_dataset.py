@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Draw a dataset's ground truth on its images (Detectron2's tools/visualize_data.py approach).
 
-    python tools/browse_dataset.py --config-file CFG --source annotation --output-dir browse/
-    python tools/browse_dataset.py --config-file CFG --source dataloader --num-images 4 \
+    .venv/bin/python tools/browse_dataset.py \\
+        --config-file CFG --source annotation --output-dir browse/
+    .venv/bin/python tools/browse_dataset.py --config-file CFG --source dataloader --num-images 4 \\
         --output-dir browse_aug/ DATASETS.TRAIN "('my_dataset_train',)"
 
 ``annotation``: the labels as stored; ``dataloader``: after the training augmentations of

@@ -1,23 +1,26 @@
 #!/usr/bin/env python
 """Convert local ImageNet checkpoints into Detectron2 checkpoints for the project's backbones.
 
-    python tools/convert_pretrained.py resnet resnet101-63fe2227.pth pretrained/R-101-tv.pkl
-    python tools/convert_pretrained.py mobilenetv2 mobilenet_v2-b0353104.pth pretrained/mnv2.pkl
-    python tools/convert_pretrained.py hrnet hrnetv2_w48_imagenet_pretrained.pth pretrained/w48.pkl
+    .venv/bin/python tools/convert_pretrained.py \\
+        resnet resnet101-63fe2227.pth pretrained/R-101-tv.pkl
+    .venv/bin/python tools/convert_pretrained.py \\
+        mobilenetv2 mobilenet_v2-b0353104.pth pretrained/mnv2.pkl
+    .venv/bin/python tools/convert_pretrained.py \\
+        hrnet hrnetv2_w48_imagenet_pretrained.pth pretrained/w48.pkl
 
 then train with ``MODEL.WEIGHTS pretrained/<file>.pkl``. Released OCR segmentation and SegFix
 models (whole models, checked against the model of their released config; MODEL_ZOO.md):
 
-    python tools/convert_pretrained.py hrnet_ocr hrnet_ocr_cs_8162_torch11.pth \\
+    .venv/bin/python tools/convert_pretrained.py hrnet_ocr hrnet_ocr_cs_8162_torch11.pth \\
         pretrained/hrnet_ocr_cs_8162.pth
-    python tools/convert_pretrained.py openseg hrnet_w48_ocr_1_latest.pth \\
+    .venv/bin/python tools/convert_pretrained.py openseg hrnet_w48_ocr_1_latest.pth \\
         pretrained/openseg_hrnet_w48_ocr.pth
-    python tools/convert_pretrained.py mmseg \\
+    .venv/bin/python tools/convert_pretrained.py mmseg \\
         ocrnet_hr48_512x1024_160k_cityscapes_20200602_191037-dfbf1b0c.pth \\
         pretrained/mmseg_ocrnet_hr48.pth
-    python tools/convert_pretrained.py nvidia \\
+    .venv/bin/python tools/convert_pretrained.py nvidia \\
         cityscapes_ocrnet.HRNet_Mscale_outstanding-turtle.pth pretrained/nvidia_hmsa_cityscapes.pth
-    python tools/convert_pretrained.py segfix \\
+    .venv/bin/python tools/convert_pretrained.py segfix \\
         segfix_hrnet_hrnet48_segfix_loss_iter80000_1_latest.pth \\
         pretrained/openseg_segfix_hrnet_w48.pth
 

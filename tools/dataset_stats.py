@@ -2,7 +2,7 @@
 """Per-class pixel frequency and image counts of a registered semantic dataset, and the class
 weights a weighted loss would use, written as a config snippet.
 
-    python tools/dataset_stats.py --dataset toy_scenes_sem_seg_train --method enet \
+    .venv/bin/python tools/dataset_stats.py --dataset toy_scenes_sem_seg_train --method enet \\
         --output class_weights.yaml
 
 Every label value is checked (a class index or the ignore label). The snippet sets

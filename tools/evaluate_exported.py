@@ -2,11 +2,11 @@
 """Evaluate an exported semantic model on a dataset, through the test loader and evaluators that
 ``train_net.py --eval-only`` uses: the mIoU of the deployed file itself.
 
-    python tools/export_model.py \\
+    .venv/bin/python tools/export_model.py \\
         --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
         --format onnx --output model.onnx \\
         MODEL.WEIGHTS output/quickstart/ocr_R18_os16_toy_scenes_600it/model_final.pth
-    python tools/evaluate_exported.py \\
+    .venv/bin/python tools/evaluate_exported.py \\
         --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
         --exported model.onnx --runtime onnxruntime
 

@@ -15,10 +15,10 @@ truth (``panoptic_json``/``panoptic_root`` metadata) is scored with panopticapi'
 :mod:`panoptic_ocr.engine.panoptic_export`; this script parses the command line and prints.
 
 Usage:
-    python tools/export_coco_panoptic.py --config-file configs/.../panoptic_fpn.yaml \\
+    .venv/bin/python tools/export_coco_panoptic.py --config-file configs/.../panoptic_fpn.yaml \\
         --dataset coco_2017_test-dev_panoptic --output-dir output/submission \\
         --method-name my_method MODEL.WEIGHTS output/model_final.pth
-    python tools/export_coco_panoptic.py --config-file \\
+    .venv/bin/python tools/export_coco_panoptic.py --config-file \\
         configs/toy_scenes/Base-Panoptic-FPN-toy-scenes.yaml --evaluate --num-gpus 2 \\
         MODEL.WEIGHTS output/toy/model_final.pth     # 2 processes; gloo on CPU-only machines
 """

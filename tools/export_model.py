@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Export a model to ONNX or TorchScript, optionally checking it against PyTorch.
 
-    python tools/export_model.py \
-        --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \
+    .venv/bin/python tools/export_model.py \\
+        --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
         --format onnx --output model.onnx --check MODEL.WEIGHTS output/model_final.pth
 
 Input of the exported semantic model: ``image`` [1, 3, H, W] float32 raw pixels (0..255, in the
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    parser.add_argument("--output", required=True, help="file to write (.onnx or .ts)")
+    parser.add_argument("--output", required=True, help="file to write (.onnx, .xml or .ts)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--check", action="store_true", help="compare the export with PyTorch")
     parser.add_argument(
@@ -51,10 +51,23 @@ def main(argv=None) -> int:
         help="an image for --check (repeat for more)",
     )
     parser.add_argument(
-        "--atol", type=float, default=1e-4, help="--check: largest logit difference allowed"
+        "--int8-calibration",
+        metavar="DATASET",
+        help="--format openvino: quantise to int8 (NNCF), calibrated on this registered dataset",
     )
     parser.add_argument(
-        "--min-agreement", type=float, default=0.9999, help="--check: smallest argmax agreement"
+        "--calibration-images", type=int, default=16, help="--int8-calibration: images used"
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        help="--check: largest logit difference allowed, x max(1, max |logit|) "
+        "(default 1e-4; int8: 0.5)",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        help="--check: smallest argmax agreement (default 0.9999; int8: 0.99)",
     )
     add_config_overrides(parser)
     add_weight_arguments(parser)
@@ -63,10 +76,28 @@ def main(argv=None) -> int:
     logger = logging.getLogger("panoptic_ocr.export")
 
     cfg = setup_cfg(args.config_file, list(args.opts) + weight_overrides(args))
+    int8 = bool(args.int8_calibration)
+    if args.atol is None:
+        args.atol = 0.5 if int8 else 1e-4
+    if args.min_agreement is None:
+        args.min_agreement = 0.99 if int8 else 0.9999
     try:
-        model = export_model(cfg, args.output, args.format, overwrite=args.overwrite)
-    except (OutputExistsError, ValueError) as e:
+        model = export_model(
+            cfg,
+            args.output,
+            args.format,
+            overwrite=args.overwrite,
+            int8_calibration=args.int8_calibration,
+            calibration_count=args.calibration_images,
+        )
+    except (OutputExistsError, ValueError, KeyError) as e:
         print(f"export_model: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        print(
+            f'export_model: --int8-calibration needs nncf ({e}): pip install -e ".[deploy]"',
+            file=sys.stderr,
+        )
         return 2
     print(f"wrote {args.output} ({args.format})")
     if not args.check:

@@ -2,8 +2,8 @@
 """Fingerprint every config's model (layout, weights, outputs, losses for a fixed seed), or
 compare two fingerprint files: the check that a refactor changes no numerics.
 
-    python tools/fingerprint_configs.py --output before.json [--contains toy_scenes]
-    python tools/fingerprint_configs.py --compare before.json after.json
+    .venv/bin/python tools/fingerprint_configs.py --output before.json [--contains toy_scenes]
+    .venv/bin/python tools/fingerprint_configs.py --compare before.json after.json
 
 For every config under a folder, build the model with a fixed seed (``MODEL.WEIGHTS ""``) and
 record its state-dict layout (keys and shapes), the sum of |parameters and buffers|, the eval

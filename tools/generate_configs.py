@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Write the benchmark configs of the paper's experiments (sec. 4.2) under configs/.
 
-    python tools/generate_configs.py  # rewrites configs/{cityscapes,ade20k,...}/semantic/
-    python tools/generate_configs.py --output-dir OUT  # the same files under OUT instead
+    .venv/bin/python tools/generate_configs.py  # rewrites configs/{cityscapes,ade20k,...}/semantic/
+    .venv/bin/python tools/generate_configs.py --output-dir OUT  # the same files under OUT instead
 
 The configs are plain YAML files checked into the repository; this script is how they were
 made, so that the recipe table below is the single place where the paper's numbers live.

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """mIoU of the majority-class baseline: predict the most frequent training class everywhere.
 
-    python tools/majority_baseline.py --train toy_scenes_sem_seg_train --test toy_scenes_sem_seg_val
+    .venv/bin/python tools/majority_baseline.py \\
+        --train toy_scenes_sem_seg_train --test toy_scenes_sem_seg_val
 
 Scored with Detectron2's SemSegEvaluator, the evaluator the models are scored with, so the
 numbers compare directly with a model's (:func:`majority_baseline`;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Refine a folder of label PNGs written by any model with a trained SegFix model.
 
-    python tools/segfix_refine.py \\
+    .venv/bin/python tools/segfix_refine.py \\
         --config-file configs/toy_scenes/segfix_R18_toy_scenes_600it.yaml \\
         --dataset toy_scenes_sem_seg_val --predictions preds/ --output preds_segfix/ \\
         MODEL.WEIGHTS output/toy_scenes/segfix_R18_toy_scenes_600it/model_final.pth

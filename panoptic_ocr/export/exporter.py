@@ -59,6 +59,7 @@ from ..utils.safe_write import (
     check_writable,
     explained_write_errors,
 )
+from .quantization import FLOAT_OPS, calibration_images, quantize_openvino_model
 from .runtimes import METADATA_KEY, OPENVINO_RT_INFO, load_exported
 
 __all__ = [
@@ -288,11 +289,18 @@ def openvino_weights_path(xml_path: str) -> str:
 
 
 def _export_openvino(
-    model: nn.Module, sample: Tensor, meta: Dict, output: str, overwrite: bool
+    model: nn.Module,
+    sample: Tensor,
+    meta: Dict,
+    output: str,
+    overwrite: bool,
+    int8_images: Optional[Sequence[np.ndarray]] = None,
 ) -> None:
     """ONNX export converted by OpenVINO's ``convert_model`` into IR (``output`` ``.xml`` and its
-    ``.bin``, float32 weights), the metadata in the model's ``rt_info``. Both files are written
-    beside the targets and renamed, the ``.bin`` first."""
+    ``.bin``, float32 weights; with ``int8_images``, quantised to int8 on them by
+    :func:`~panoptic_ocr.export.quantization.quantize_openvino_model`), the metadata in the
+    model's ``rt_info``. Both files are written beside the targets and renamed, the ``.bin``
+    first."""
     import openvino as ov
 
     with explained_write_errors(output), PendingOutputs(overwrite=overwrite) as pending:
@@ -302,6 +310,8 @@ def _export_openvino(
         try:
             _export_onnx(model, sample, meta, onnx_tmp)
             ov_model = ov.convert_model(onnx_tmp)
+            if int8_images is not None:
+                ov_model = quantize_openvino_model(ov_model, list(int8_images))
         finally:
             if os.path.exists(onnx_tmp):
                 os.remove(onnx_tmp)
@@ -321,6 +331,8 @@ def export_model(
     overwrite: bool = False,
     model: Optional[nn.Module] = None,
     trace_size: Tuple[int, int] = (128, 160),
+    int8_calibration: Optional[str] = None,
+    calibration_count: int = 16,
 ) -> nn.Module:
     """Export the model of ``cfg`` (or the given eval-mode ``model``) to ``output``.
 
@@ -332,6 +344,10 @@ def export_model(
         overwrite: replace an existing ``output``.
         model: the PyTorch model to export; default :func:`build_export_model`.
         trace_size: ``(h, w)`` of the image traced with (the result accepts any size).
+        int8_calibration: OpenVINO only: quantise to int8, calibrated on the first
+            ``calibration_count`` images of this registered dataset
+            (:mod:`panoptic_ocr.export.quantization`; OCR's attention stays float). The
+            metadata records ``precision`` "int8" and the calibration.
     Returns:
         The PyTorch model that was exported (for :func:`check_export`).
     Raises:
@@ -345,6 +361,11 @@ def export_model(
         if not output.endswith(".xml"):
             raise ValueError(f"--output for --format openvino must end in .xml, got {output!r}")
         check_writable(openvino_weights_path(output), overwrite=overwrite)
+    if int8_calibration and fmt != "openvino":
+        raise ValueError(f"--int8-calibration is for --format openvino, not {fmt}")
+    int8_images = None
+    if int8_calibration:  # before the model is built: a bad dataset name fails at once
+        int8_images = calibration_images(cfg, int8_calibration, calibration_count)
     if model is None:
         model = build_export_model(cfg)
     panoptic = _is_panoptic(model)
@@ -354,16 +375,23 @@ def export_model(
             "Panoptic-FPN with --format torchscript (docs/export.md says why)"
         )
     meta = _metadata(cfg, model, fmt)
+    meta["precision"] = "int8" if int8_images is not None else "float32"
+    if int8_images is not None:
+        meta["int8"] = {
+            "calibration_dataset": int8_calibration,
+            "calibration_images": len(int8_images),
+            "float_ops": list(FLOAT_OPS),
+        }
     sample = _trace_sample(trace_size)
     if fmt == "openvino":
-        _export_openvino(model, sample, meta, output, overwrite)
+        _export_openvino(model, sample, meta, output, overwrite, int8_images)
     else:
         with atomic_file(output, overwrite=overwrite) as tmp:
             if fmt == "torchscript":
                 _export_torchscript(model, sample, meta, tmp, panoptic)
             else:
                 _export_onnx(model, sample, meta, tmp)
-    logger.info("Wrote %s (%s, %s)", output, fmt, meta["kind"])
+    logger.info("Wrote %s (%s, %s, %s)", output, fmt, meta["kind"], meta["precision"])
     return model
 
 
