@@ -63,6 +63,7 @@ setup(
             "onnxscript>=0.5,<1",
             "cityscapesscripts>=2.2,<3",  # the Cityscapes panoptic tests
             "openvino>=2025.1,<2027",  # the OpenVINO export and runtime tests
+            "nncf>=2.16,<4",  # the OpenVINO int8 export test (as the [deploy] extra)
             "gradio>=5,<7",  # the web demo tests (as the [web] extra)
             "pandas<3",
             "playwright>=1.40,<2",  # drives the system Chromium in the web demo's browser test

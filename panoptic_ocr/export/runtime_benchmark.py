@@ -36,6 +36,7 @@ from ..modeling.inference import build_inference_model, compile_network
 from ..utils.measurement import time_interleaved
 from .exporter import build_export_model, export_model
 from .peer_process import PEER_SETTINGS, PeerCommand, PeerError, PeerProcess, convert_peer_weights
+from .quantization import quantize_openvino_model
 from .runtimes import load_exported
 
 __all__ = [
@@ -180,11 +181,11 @@ def _calibration_images(cfg: CfgNode, size: Tuple[int, int], count: int) -> List
 
 
 def _openvino_int8(onnx_path: str, calibration: List[np.ndarray], threads: int) -> Callable:
-    import nncf
+    """The model quantised as ``export_model(..., int8_calibration=...)`` quantises it."""
     import openvino as ov
 
     core = ov.Core()
-    quantized = nncf.quantize(core.read_model(onnx_path), nncf.Dataset(calibration))
+    quantized = quantize_openvino_model(core.read_model(onnx_path), calibration)
     compiled = core.compile_model(
         quantized, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
     )

@@ -190,3 +190,39 @@ def test_demo_runs_the_exported_file_as_pytorch_runs_the_model(trained_like, tmp
     assert status == 2 and "--exported" in err
     status, _, err = demo("bad", "--exported", onnx_path, "--opts", "INPUT.FORMAT", "BGR")
     assert status == 2 and "input_format" in err and not (tmp_path / "bad").exists()
+
+
+def test_openvino_int8_export_quantises_all_but_ocr_attention(trained_like, tmp_path):
+    """--int8-calibration: the IR holds int8 quantisation, none on the inputs of OCR's matrix
+    products and softmaxes, records its calibration, runs, and follows the float model; bad
+    requests are refused before anything is written."""
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    run, model, _, _ = trained_like
+    cfg = _cfg(run)
+    path = str(tmp_path / "int8.xml")
+    export_model(cfg, path, "openvino", model=model, int8_calibration=DATASET, calibration_count=2)
+    meta = read_metadata(path)
+    assert meta["precision"] == "int8"
+    assert meta["int8"] == {
+        "calibration_dataset": DATASET,
+        "calibration_images": 2,
+        "float_ops": ["MatMul", "Softmax"],
+    }
+    graph = ov.Core().read_model(path)
+    ops = graph.get_ordered_ops()
+    quantized = [op for op in ops if op.get_type_name() == "FakeQuantize"]
+    assert quantized, "no int8 quantisation in the IR"
+    for op in ops:
+        if op.get_type_name() in ("MatMul", "Softmax"):
+            sources = [v.get_node().get_type_name() for v in op.input_values()]
+            assert "FakeQuantize" not in sources, op.get_friendly_name()
+    checks = check_export(path, model, check_images([], "RGB"))
+    assert all(c.agreement >= 0.5 for c in checks), checks  # random tiny model: loose
+    assert read_metadata(str(trained_like[3]))["precision"] == "float32"
+    with pytest.raises(ValueError, match="--int8-calibration is for --format openvino"):
+        export_model(cfg, str(tmp_path / "x.onnx"), "onnx", int8_calibration=DATASET)
+    with pytest.raises(KeyError):
+        export_model(cfg, str(tmp_path / "y.xml"), "openvino", int8_calibration="no_such_set")
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.xml").exists()
