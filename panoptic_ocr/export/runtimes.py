@@ -39,6 +39,7 @@ __all__ = [
     "PanopticTorchScript",
     "check_exported_matches_config",
     "default_runtime",
+    "image_batch",
     "load_exported",
     "read_metadata",
 ]
@@ -120,22 +121,41 @@ def _has_rt_info(model) -> bool:
     return model.has_rt_info(OPENVINO_RT_INFO)
 
 
+def image_batch(image) -> np.ndarray:
+    """One raw image as every exported callable takes it: ``[3, H, W]`` or ``[1, 3, H, W]``,
+    numpy or tensor, any number type -> ``[1, 3, H, W]`` contiguous float32 numpy.
+
+    Raises:
+        ValueError: another shape (names it).
+    """
+    array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[:2] != (1, 3):
+        raise ValueError(
+            f"an exported model takes one image [3, H, W] or [1, 3, H, W], got {list(array.shape)}"
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 class PanopticTorchScript:
     """A traced Panoptic-FPN (:func:`export_model` with ``torchscript``) with the Python
     post-processing of Detectron2's ``PanopticFPN.inference``.
 
-    ``predictor(image)`` takes one raw image ``[3, H, W]`` (0..255, ``INPUT.FORMAT``) and
-    returns ``PanopticFPN``'s output dict: ``sem_seg`` ``[K, H, W]``, ``instances`` and
-    ``panoptic_seg`` ``(ids [H, W], segments_info)``."""
+    ``predictor(image)`` takes one raw image ``[3, H, W]`` or ``[1, 3, H, W]`` (numpy or
+    tensor, 0..255, ``INPUT.FORMAT``; :func:`image_batch`) and returns ``PanopticFPN``'s output
+    dict: ``sem_seg`` ``[K, H, W]``, ``instances`` and ``panoptic_seg`` ``(ids [H, W],
+    segments_info)``."""
 
     def __init__(self, module: torch.jit.ScriptModule, combine: Dict[str, float]):
         self.module = module
         self.combine = combine
 
     @torch.no_grad()
-    def __call__(self, image: Tensor) -> Dict:
-        h, w = int(image.shape[-2]), int(image.shape[-1])
-        boxes, scores, classes, masks, sem_seg = self.module(image[None].float())
+    def __call__(self, image) -> Dict:
+        batch = torch.from_numpy(image_batch(image))
+        h, w = int(batch.shape[-2]), int(batch.shape[-1])
+        boxes, scores, classes, masks, sem_seg = self.module(batch)
         instances = Instances((h, w))
         instances.pred_boxes = Boxes(boxes)
         instances.scores = scores
@@ -162,8 +182,7 @@ def _onnxruntime_session(path: str, threads: Optional[int]):
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def run_onnx(image) -> np.ndarray:
-        image = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
-        return session.run(None, {"image": image})[0]
+        return session.run(None, {"image": image_batch(image)})[0]
 
     return run_onnx
 
@@ -183,8 +202,7 @@ def _openvino_model(path: str, threads: Optional[int], precision: str):
     output = compiled.output(0)
 
     def run_openvino(image) -> np.ndarray:
-        image = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
-        return np.asarray(compiled(image)[output])
+        return np.asarray(compiled(image_batch(image))[output])
 
     return run_openvino
 
@@ -198,8 +216,9 @@ def load_exported(
 ) -> Tuple[Callable, Dict]:
     """A callable of an exported file and its metadata: ``(run, metadata)``.
 
-    Semantic files: ``run(image [1, 3, H, W] float32 numpy or tensor) -> logits numpy
-    [1, K, H, W]``. Panoptic-FPN (TorchScript only): ``run`` is a :class:`PanopticTorchScript`.
+    Every callable takes one raw image ``[3, H, W]`` or ``[1, 3, H, W]``, numpy or tensor
+    (:func:`image_batch`). Semantic files: ``run(image) -> logits numpy [1, K, H, W]``.
+    Panoptic-FPN (TorchScript only): ``run`` is a :class:`PanopticTorchScript` (output dict).
 
     Args:
         runtime: one of :data:`RUNTIMES`; default :func:`default_runtime`.
@@ -231,7 +250,7 @@ def load_exported(
 
         def run_ts(image) -> np.ndarray:
             with torch.no_grad():  # traced adapters return a tuple of outputs
-                return module(torch.as_tensor(image, dtype=torch.float32))[0].numpy()
+                return module(torch.from_numpy(image_batch(image)))[0].numpy()
 
         return run_ts, meta
     if runtime == "onnxruntime":

@@ -2,6 +2,7 @@
 sample images and odd sizes (every format, OCR / PPM / ASPP), refuse to overwrite, and the
 matrix form of adaptive pooling equals PyTorch's."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import QUICKSTART, RANDOM_WEIGHTS, REPO_ROOT, SHARED_DATA, load_tool
@@ -141,3 +142,19 @@ def test_default_check_images_are_labelled_by_what_they_are():
     images = check_images([], "RGB")
     assert [name for name, _ in images] == ["noise@97x131", "noise@61x203"]
     assert [image.shape for _, image in images] == [(97, 131, 3), (61, 203, 3)]
+
+
+def test_every_exported_callable_takes_one_image_in_either_layout(tmp_path):
+    """[3, H, W] and [1, 3, H, W], numpy or tensor, give the same logits; other shapes are
+    named."""
+    from panoptic_ocr.export.runtimes import image_batch
+
+    cfg = setup_cfg(CONFIG, SMALL)
+    path = str(tmp_path / "model.onnx")
+    export_model(cfg, path, "onnx")
+    run, _ = load_exported(path)
+    image = torch.rand(3, 40, 52) * 255
+    outs = [run(image), run(image[None]), run(image.numpy()), run(image[None].numpy())]
+    assert all(o.shape == outs[0].shape and np.array_equal(o, outs[0]) for o in outs)
+    with pytest.raises(ValueError, match=r"\[3, H, W\] or \[1, 3, H, W\], got \[2, 3, 40, 52\]"):
+        image_batch(torch.zeros(2, 3, 40, 52))
