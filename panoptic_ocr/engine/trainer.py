@@ -291,13 +291,14 @@ class Trainer(DefaultTrainer):
         checkpoint's, on the schedule of the config's ``SOLVER.MAX_ITER``; ``metrics.json``
         entries from that iteration on (written by the interrupted run after its checkpoint) are
         moved to a backup (:func:`~panoptic_ocr.checkpoint.checkpointer.trim_metrics_for_resume`),
-        so the file reads as one uninterrupted run."""
+        so the file reads as one uninterrupted run. Resuming a finished run (nothing left to
+        train) keeps ``metrics.json`` whole: its final evaluation is not redone by training."""
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.resumed_from is not None:
             self.start_iter = self.iter + 1
             if isinstance(self.scheduler, LRMultiplier):
                 _retake_last_step(self.scheduler)
-            if comm.is_main_process():
+            if comm.is_main_process() and self.start_iter < self.max_iter:
                 metrics = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
                 trim_metrics_for_resume(metrics, self.start_iter)
 

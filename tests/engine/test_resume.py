@@ -258,3 +258,24 @@ def test_sigkilled_training_resumes_to_the_end(tmp_path):
     # The first run's metrics of iteration 19 (trained again after the resume at 15): in a backup.
     backup = (tmp_path / "metrics.json.before-resume-15").read_text()
     assert written[19] in backup and set(written) == {19}
+
+
+def test_resuming_a_finished_run_keeps_its_metrics(tmp_path, caplog):
+    """--resume of a run that reached MAX_ITER trains nothing, so metrics.json (its final
+    evaluation included) stays whole: no cut, no backup, no warning."""
+    opts = TINY + ["SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1000"]
+    opts += ["OUTPUT_DIR", str(tmp_path)]
+    first = Trainer(make_cfg(QUICKSTART, opts))
+    first.resume_or_load(resume=False)
+    first.train()
+    metrics = tmp_path / "metrics.json"
+    # what the final evaluation of a finished run writes: an entry at iteration MAX_ITER
+    with open(metrics, "a") as f:
+        f.write(json.dumps({"iteration": 2, "sem_seg/mIoU": 1.0}) + "\n")
+    before = metrics.read_bytes()
+    second = Trainer(make_cfg(QUICKSTART, opts))
+    with caplog.at_level("WARNING"):
+        second.resume_or_load(resume=True)
+    assert second.start_iter == 2 and metrics.read_bytes() == before
+    assert not list(tmp_path.glob("metrics.json.before-resume-*"))
+    assert "of later entries" not in caplog.text
