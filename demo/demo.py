@@ -3,7 +3,8 @@
 
     .venv/bin/python demo/demo.py \\
         --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
-        --input photos/ --output vis/ --opts MODEL.WEIGHTS output/model_final.pth
+        --input photos/ --output vis/ \\
+        --opts MODEL.WEIGHTS output/quickstart/ocr_R18_os16_toy_scenes_600it/model_final.pth
     .venv/bin/python demo/demo.py --config-file ... --input "photos/*.jpg" a.png \\
         --output vis/ --raw --regions car 3 --opts MODEL.WEIGHTS model_final.pth
     .venv/bin/python demo/demo.py \\

@@ -4,11 +4,12 @@ datasets."""
 
 import warnings
 
-# Detectron2 calls torch.jit.script when it is imported (detectron2.layers, .structures), which
-# torch deprecates with a FutureWarning that tells a user of this package nothing. The tools
-# import panoptic_ocr before detectron2 so that it is not printed.
+# Detectron2 calls torch.jit.script when it is imported (detectron2.layers, .structures), and the
+# TorchScript export (Panoptic-FPN's only format) uses torch.jit.trace / load; torch deprecates
+# them with FutureWarnings that tell a user of this package nothing. The tools import
+# panoptic_ocr before detectron2 so that none is printed.
 warnings.filterwarnings(
-    "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+    "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning
 )
 
 from . import (  # noqa: E402

@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--peer-python",
         metavar="PYTHON",
-        help="mmsegmentation's interpreter: adds the mmsegmentation variants (default: both)",
+        help="mmsegmentation's interpreter: times its OCRNet-HR48 too (both mmsegmentation "
+        "variants unless --variants names one)",
     )
     parser.add_argument(
         "--compile", action="store_true", help="add the torch.compile variants (minutes)"
@@ -82,6 +83,11 @@ def main(argv=None) -> int:
     parser.add_argument("--image", help="image to run on (resized); default: seeded noise")
     parser.add_argument(
         "--calibration-images", type=int, default=8, help="int8: training images to calibrate on"
+    )
+    parser.add_argument(
+        "--calibration-dataset",
+        metavar="DATASET",
+        help="int8: the registered dataset to calibrate on (default DATASETS.TRAIN[0])",
     )
     add_config_overrides(parser)
     args = parse_args_with_overrides(parser, argv)
@@ -131,6 +137,7 @@ def main(argv=None) -> int:
             runs=args.runs,
             warmup=args.warmup,
             calibration_images=args.calibration_images,
+            calibration_dataset=args.calibration_dataset,
             peer=peer,
         )
         print(f"\ninput {size[0]}x{size[1]}, {args.runs} timed rounds after {args.warmup}:")

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Export a model to ONNX or TorchScript, optionally checking it against PyTorch.
+"""Export a model to ONNX, OpenVINO IR or TorchScript, optionally checking it against PyTorch.
 
     .venv/bin/python tools/export_model.py \\
         --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml \\
-        --format onnx --output model.onnx --check MODEL.WEIGHTS output/model_final.pth
+        --format onnx --output model.onnx --check \\
+        MODEL.WEIGHTS output/quickstart/ocr_R18_os16_toy_scenes_600it/model_final.pth
 
 Input of the exported semantic model: ``image`` [1, 3, H, W] float32 raw pixels (0..255, in the
 config's INPUT.FORMAT order), any H and W; output ``logits`` [1, K, H, W]. Panoptic-FPN exports

@@ -165,13 +165,15 @@ def _compiled_call(model: nn.Module, image: Tensor) -> Tuple[Callable, float]:
     return call, max(0.0, first_s - eager_s)
 
 
-def _calibration_images(cfg: CfgNode, size: Tuple[int, int], count: int) -> List[np.ndarray]:
-    """``count`` training images of ``cfg.DATASETS.TRAIN[0]`` resized to ``size``, as
-    ``[1, 3, h, w]`` float32 raw pixels in ``INPUT.FORMAT``."""
+def _calibration_images(
+    cfg: CfgNode, size: Tuple[int, int], count: int, dataset: Optional[str] = None
+) -> List[np.ndarray]:
+    """``count`` images of ``dataset`` (default ``cfg.DATASETS.TRAIN[0]``) resized to
+    ``size``, as ``[1, 3, h, w]`` float32 raw pixels in ``INPUT.FORMAT``."""
     import cv2
     from detectron2.data import DatasetCatalog
 
-    records = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:count]
+    records = DatasetCatalog.get(dataset or cfg.DATASETS.TRAIN[0])[:count]
     images = []
     for record in records:
         image = read_image(record["file_name"], format=cfg.INPUT.FORMAT)
@@ -205,6 +207,7 @@ def prepare_variant(
     *,
     eager_model: Optional[nn.Module] = None,
     calibration_images: int = 8,
+    calibration_dataset: Optional[str] = None,
 ) -> Tuple[Callable, float]:
     """The call of variant ``name`` on ``x`` (``[1, 3, h, w]``; onnxruntime / OpenVINO take its
     numpy array) and its preparation time in seconds (``torch.compile``: compilation, measured
@@ -238,7 +241,9 @@ def prepare_variant(
             ]
         elif name == "OpenVINO int8 (NNCF)":
             size = (int(x.shape[-2]), int(x.shape[-1]))
-            calibration = _calibration_images(cfg, size, calibration_images)
+            calibration = _calibration_images(
+                cfg, size, calibration_images, calibration_dataset
+            )
             call = _openvino_int8(onnx_path, calibration, threads)
         else:
             raise ValueError(f"unknown runtime variant {name!r}; known: {list(RUNTIME_VARIANTS)}")
@@ -369,6 +374,7 @@ def benchmark_runtimes(
     runs: int = 5,
     warmup: int = 1,
     calibration_images: int = 8,
+    calibration_dataset: Optional[str] = None,
     memory: bool = True,
     peer: Optional[PeerCommand] = None,
 ) -> List[RuntimeResult]:
@@ -413,6 +419,7 @@ def benchmark_runtimes(
                     onnx_path,
                     eager_model=eager_model,
                     calibration_images=calibration_images,
+                    calibration_dataset=calibration_dataset,
                 )
             except NotOffered as e:
                 results[name].note = str(e)

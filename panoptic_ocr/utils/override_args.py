@@ -107,7 +107,13 @@ def parse_args_with_overrides(
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, overrides = split_overrides(parser, [str(a) for a in argv])
     args = parser.parse_args(rest)
-    args.opts = list(getattr(args, "opts", None) or []) + overrides
+    leftover = list(getattr(args, "opts", None) or [])
+    if leftover:  # tokens argparse left to ``opts`` that are not KEY VALUE pairs
+        parser.error(
+            f"{leftover} are not config overrides: give KEY VALUE pairs with upper-case keys "
+            "such as MODEL.WEIGHTS (at the end or after --opts)"
+        )
+    args.opts = overrides
     if hasattr(args, "_opts_flag"):
         delattr(args, "_opts_flag")
     return args

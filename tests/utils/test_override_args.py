@@ -61,6 +61,8 @@ def test_a_list_option_stops_at_the_first_config_key_and_values_are_taken_verbat
         (["--config-file", "c", "MODEL.WEIGHTS"], "'MODEL.WEIGHTS' has no value"),
         (["--config-file", "c", "MODEL.WEIGHTS", "--overwrite"], "'MODEL.WEIGHTS' has no value"),
         (["--config-file", "c", "--opts", "model.weights"], "'model.weights' has no value"),
+        (["--config-file", "c", "KEY", "VALUE", "..."], "['...'] are not config overrides"),
+        (["--config-file", "c", "model.weights", "w.pth"], "are not config overrides"),
     ],
 )
 def test_a_key_without_value_is_named(argv, message, capsys):
