@@ -8,7 +8,7 @@ endif
 QUICKSTART_CONFIG ?= configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml
 PANOPTIC_CONFIG ?= configs/toy_scenes/panoptic_fpn_ocr_R18_toy_scenes_600it.yaml
 
-.PHONY: setup quickstart panoptic-quickstart test
+.PHONY: setup quickstart panoptic-quickstart test test-slow test-all
 setup:
 	bash tools/setup_env.sh
 
@@ -20,8 +20,18 @@ panoptic-quickstart: setup
 	$(PY) train_net.py --config-file $(PANOPTIC_CONFIG)
 
 # Lint (ruff.toml: pyflakes, pycodestyle at 100 columns, import order), then the tests on
-# TEST_WORKERS processes (pytest-xdist; 1 runs them in this process).
+# TEST_WORKERS processes (pytest-xdist; 1 runs them in this process): `test` all but the
+# end-to-end tests marked slow (tests/conftest.py SLOW_TESTS), `test-slow` those, `test-all`
+# everything in one run. CI (.ci/run) runs test, then test-slow.
 TEST_WORKERS ?= 2
+PYTEST = $(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	$(PYTEST) -m "not slow"
+
+test-slow: setup
+	$(PYTEST) -m slow
+
+test-all: setup
+	$(PY) -m ruff check .
+	$(PYTEST)

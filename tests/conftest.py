@@ -199,12 +199,55 @@ SLOW_FILES_FIRST = (
 )
 
 
+# End-to-end tests of more than ~8 s each on this project's 2 shared cores (pytest --durations):
+# marked ``slow``. ``make test`` leaves them out, ``make test-slow`` runs them; CI (.ci/run) runs
+# both. Node ids without parameters (every parametrisation is marked).
+SLOW_TESTS = frozenset(
+    {
+        "tests/checkpoint/test_nvidia_mscale.py::test_every_stage_matches_nvidia",
+        "tests/checkpoint/test_released_checkpoints.py::test_released_logits_match",
+        "tests/checkpoint/test_weight_safety.py::test_train_net_refuses_to_share_an_output_folder",
+        "tests/data/test_custom_dataset.py::test_docs_commands_run_as_written",
+        "tests/data/test_prepare_cli.py::test_every_prepare_script_imports_when_run_as_a_file",
+        "tests/engine/test_cityscapes_panoptic_fpn.py::test_toy_scale_training_of_panoptic_fpn_ocr_runs_through_train_net_and_evaluates",
+        "tests/engine/test_compiled_inference.py::test_compiled_copy_matches_eager_and_leaves_the_model_alone",
+        "tests/engine/test_hmsa_training.py::test_train_net_trains_and_evaluates_hmsa",
+        "tests/engine/test_launch.py::test_a_dead_peer_stops_the_other_machine",
+        "tests/engine/test_launch.py::test_two_machines_train_and_evaluate_as_one_process",
+        "tests/engine/test_panoptic_fpn.py::test_each_variant_builds_from_its_config_and_its_loss_falls_on_toy_data",
+        "tests/engine/test_panoptic_fpn.py::test_eval_only_reports_every_evaluator_and_two_processes_agree_with_one",
+        "tests/engine/test_resume.py::test_sigkilled_training_resumes_to_the_end",
+        "tests/engine/test_training.py::test_failure_keeps_what_was_written",
+        "tests/engine/test_training.py::test_short_training_lowers_loss",
+        "tests/engine/test_web_demo.py::test_page_segments_an_uploaded_image_in_chromium",
+        "tests/export/test_export.py::test_multi_scale_attention_exports_with_its_scales",
+        "tests/export/test_exported_evaluation.py::test_openvino_int8_export_quantises_all_but_ocr_attention",
+        "tests/export/test_exported_evaluation.py::test_openvino_ir_matches_pytorch_and_records_metadata",
+        "tests/modeling/test_context_heads.py::test_benchmark_json_smoke",
+        "tests/modeling/test_context_plugin.py::test_a_context_module_in_one_new_file_configures_and_trains",
+        "tests/modeling/test_inference.py::test_trainer_reports_tta_results_under_their_own_name",
+        "tests/modeling/test_inference_builder.py::test_panoptic_fpn_runs_in_bfloat16_and_returns_float32",
+        "tests/modeling/test_segfix_model.py::test_train_net_trains_and_evaluates_segfix",
+        "tests/test_global_state.py::test_import_leaves_every_detectron2_registration_untouched",
+        "tests/tools/test_benchmark_multi_scale.py::test_every_method_on_every_run",
+        "tests/tools/test_benchmark_runtimes.py::test_peer_rows_are_timed_in_the_same_rounds_or_say_why",
+        "tests/tools/test_benchmark_runtimes.py::test_runtimes_agree_with_eager_and_unavailable_ones_say_why",
+        "tests/tools/test_benchmark_segfix.py::test_plain_and_refined_per_seed",
+        "tests/tools/test_quiet_startup.py::test_help_prints_no_deprecation_warning",
+        "tests/tools/test_tools_inference.py::test_benchmark_fps_table_and_argument_errors",
+    }
+)
+
+
 def pytest_configure(config):
     if hasattr(config.option, "loadscopereorder"):  # pytest-xdist installed
         config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
     if os.environ.get("PYTEST_XDIST_WORKER"):  # a serial run keeps pytest's order
         rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files whole
