@@ -113,12 +113,13 @@ def _get_cityscapes_meta() -> Dict:
     }
 
 
-def load_cityscapes_coarse_semantic(image_dir: str, gt_dir: str) -> List[Dict]:
+def _city_label_records(image_dir: str, gt_dir: str, annotation: str) -> List[Dict]:
     """Records for ``<image_dir>/<city>/*_leftImg8bit.png`` with labels
-    ``<gt_dir>/<city>/*_gtCoarse_labelTrainIds.png``.
+    ``<gt_dir>/<city>/*_<annotation>_labelTrainIds.png``, every label checked.
 
     Raises:
-        FileNotFoundError: naming the first missing label and the command that creates it.
+        FileNotFoundError: no image, or naming how many labels are missing, the first of them
+            and the command that creates them.
     """
     records = []
     for city in sorted(PathManager.ls(image_dir)):
@@ -126,7 +127,7 @@ def load_cityscapes_coarse_semantic(image_dir: str, gt_dir: str) -> List[Dict]:
             if not name.endswith("_leftImg8bit.png"):
                 continue
             stem = name[: -len("leftImg8bit.png")]
-            label = os.path.join(gt_dir, city, stem + "gtCoarse_labelTrainIds.png")
+            label = os.path.join(gt_dir, city, f"{stem}{annotation}_labelTrainIds.png")
             records.append(
                 {"file_name": os.path.join(image_dir, city, name), "sem_seg_file_name": label}
             )
@@ -139,10 +140,20 @@ def load_cityscapes_coarse_semantic(image_dir: str, gt_dir: str) -> List[Dict]:
     ]
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} coarse label file(s) are missing, e.g. '{missing[0]}'. "
-            f"Create them with: {PREPARE_COMMAND}"
+            f"{len(missing)} of {len(records)} *_{annotation}_labelTrainIds.png file(s) are "
+            f"missing, e.g. '{missing[0]}'. Create them with: {PREPARE_COMMAND}"
         )
     return records
+
+
+def load_cityscapes_coarse_semantic(image_dir: str, gt_dir: str) -> List[Dict]:
+    """Records for ``<image_dir>/<city>/*_leftImg8bit.png`` with labels
+    ``<gt_dir>/<city>/*_gtCoarse_labelTrainIds.png``.
+
+    Raises:
+        FileNotFoundError: naming the first missing label and the command that creates it.
+    """
+    return _city_label_records(image_dir, gt_dir, "gtCoarse")
 
 
 def load_cityscapes_test_images(image_dir: str) -> List[Dict]:
@@ -167,37 +178,10 @@ def _with_prepare_hint(load, *args):
 def _fine_records_without_polygons(image_dir: str, gt_dir: str) -> List[Dict]:
     """The records of ``load_cityscapes_semantic`` made from the label PNGs alone: sizes from
     the image headers instead of ``*_gtFine_polygons.json``."""
-    records = []
-    for city in sorted(PathManager.ls(image_dir)):
-        for name in sorted(PathManager.ls(os.path.join(image_dir, city))):
-            if not name.endswith("_leftImg8bit.png"):
-                continue
-            stem = name[: -len("leftImg8bit.png")]
-            image = os.path.join(image_dir, city, name)
-            with PathManager.open(image, "rb") as f:
-                width, height = Image.open(f).size
-            records.append(
-                {
-                    "file_name": image,
-                    "sem_seg_file_name": os.path.join(
-                        gt_dir, city, stem + "gtFine_labelTrainIds.png"
-                    ),
-                    "height": height,
-                    "width": width,
-                }
-            )
-    if not records:
-        raise FileNotFoundError(
-            f"No '*_leftImg8bit.png' image in the city folders of '{image_dir}'"
-        )
-    missing = [
-        r["sem_seg_file_name"] for r in records if not PathManager.isfile(r["sem_seg_file_name"])
-    ]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(records)} *_gtFine_labelTrainIds.png file(s) are missing, "
-            f"e.g. '{missing[0]}'. Create them with: {PREPARE_COMMAND}"
-        )
+    records = _city_label_records(image_dir, gt_dir, "gtFine")
+    for record in records:
+        with PathManager.open(record["file_name"], "rb") as f:
+            record["width"], record["height"] = Image.open(f).size
     return records
 
 
