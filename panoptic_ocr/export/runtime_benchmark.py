@@ -62,6 +62,8 @@ RUNTIME_VARIANTS = (
     "OpenVINO float32",
     "OpenVINO bfloat16 hint",
     "OpenVINO int8 (NNCF)",
+    "OpenVINO float32, static shape",
+    "OpenVINO int8 (NNCF), static shape",
 )
 # mmsegmentation's OCRNet-HR48 in its own interpreter (``peer``); the same weights as the
 # project's model where the benchmark's config has none of its own
@@ -182,12 +184,20 @@ def _calibration_images(
     return images
 
 
-def _openvino_int8(onnx_path: str, calibration: List[np.ndarray], threads: int) -> Callable:
-    """The model quantised as ``export_model(..., int8_calibration=...)`` quantises it."""
+def _openvino_int8(
+    onnx_path: str,
+    calibration: List[np.ndarray],
+    threads: int,
+    static_size: Optional[Tuple[int, int]] = None,
+) -> Callable:
+    """The model quantised as ``export_model(..., int8_calibration=...)`` quantises it (with
+    ``static_size``: compiled for that input size only)."""
     import openvino as ov
 
     core = ov.Core()
     quantized = quantize_openvino_model(core.read_model(onnx_path), calibration)
+    if static_size is not None:
+        quantized.reshape({quantized.inputs[0].get_any_name(): [1, 3, *static_size]})
     compiled = core.compile_model(
         quantized, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
     )
@@ -233,18 +243,22 @@ def prepare_variant(
             call = load_exported(onnx_path, threads=threads)[0]
         elif name == "OpenVINO float32":
             call = load_exported(onnx_path, "openvino", threads=threads)[0]
+        elif name == "OpenVINO float32, static shape":
+            size = (int(x.shape[-2]), int(x.shape[-1]))
+            call = load_exported(onnx_path, "openvino", threads=threads, openvino_static_size=size)[
+                0
+            ]
         elif name == "OpenVINO bfloat16 hint":
             if not openvino_has_bf16():
                 raise NotOffered("no bfloat16 on this CPU (OpenVINO would run float32)")
             call = load_exported(onnx_path, "openvino", threads=threads, openvino_precision="bf16")[
                 0
             ]
-        elif name == "OpenVINO int8 (NNCF)":
+        elif name.startswith("OpenVINO int8 (NNCF)"):
             size = (int(x.shape[-2]), int(x.shape[-1]))
-            calibration = _calibration_images(
-                cfg, size, calibration_images, calibration_dataset
-            )
-            call = _openvino_int8(onnx_path, calibration, threads)
+            calibration = _calibration_images(cfg, size, calibration_images, calibration_dataset)
+            static = size if name.endswith("static shape") else None
+            call = _openvino_int8(onnx_path, calibration, threads, static)
         else:
             raise ValueError(f"unknown runtime variant {name!r}; known: {list(RUNTIME_VARIANTS)}")
     except ImportError as e:

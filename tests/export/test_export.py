@@ -158,3 +158,16 @@ def test_every_exported_callable_takes_one_image_in_either_layout(tmp_path):
     assert all(o.shape == outs[0].shape and np.array_equal(o, outs[0]) for o in outs)
     with pytest.raises(ValueError, match=r"\[3, H, W\] or \[1, 3, H, W\], got \[2, 3, 40, 52\]"):
         image_batch(torch.zeros(2, 3, 40, 52))
+
+
+def test_openvino_compiled_for_one_size_matches_and_refuses_others(tmp_path):
+    pytest.importorskip("openvino")
+    cfg = setup_cfg(CONFIG, SMALL)
+    path = str(tmp_path / "model.onnx")
+    export_model(cfg, path, "onnx")
+    image = torch.rand(1, 3, 40, 52) * 255
+    dynamic, _ = load_exported(path, "openvino")
+    static, _ = load_exported(path, "openvino", openvino_static_size=(40, 52))
+    np.testing.assert_allclose(static(image), dynamic(image), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="compiled for 40x52 images"):
+        static(torch.rand(1, 3, 48, 52))

@@ -45,11 +45,12 @@ def test_runtimes_agree_with_eager_and_unavailable_ones_say_why(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_nncf)
     variants = ["onnxruntime float32", "OpenVINO float32", "OpenVINO bfloat16 hint"]
+    variants.append("OpenVINO float32, static shape")
     variants.append("OpenVINO int8 (NNCF)")
     results = benchmark_runtimes(cfg, (64, 96), variants=variants, runs=1, warmup=0)
     by_name = {r.name: r for r in results}
     assert [r.name for r in results][0] == "PyTorch eager float32"
-    for name in ("onnxruntime float32", "OpenVINO float32"):
+    for name in ("onnxruntime float32", "OpenVINO float32", "OpenVINO float32, static shape"):
         r = by_name[name]
         assert len(r.times_ms) == 1 and r.median_ms > 0 and r.prepare_s > 0
         assert r.max_abs_diff <= 1e-4 * max(1.0, r.max_abs_logit) and r.agreement >= 0.999
