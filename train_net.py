@@ -77,7 +77,21 @@ def argument_parser() -> argparse.ArgumentParser:
     ``--allow-partial-weights``; parse with
     :func:`~panoptic_ocr.utils.override_args.parse_args_with_overrides` (flags after the
     ``KEY VALUE`` pairs, ``--opts``)."""
-    parser = default_argument_parser()
+    parser = default_argument_parser(
+        epilog="""Examples:
+
+Train (the quick start), resume an interrupted run, evaluate a checkpoint:
+    $ .venv/bin/python train_net.py \\
+        --config-file configs/quickstart/ocr_R18_os16_toy_scenes_600it.yaml
+    $ .venv/bin/python train_net.py --config-file CFG --resume
+    $ .venv/bin/python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth
+
+Config overrides are KEY VALUE pairs, at the end or after --opts; flags may stand anywhere:
+    $ .venv/bin/python train_net.py --config-file CFG SOLVER.MAX_ITER 100 --resume
+
+Several processes on one machine (gloo on CPU): --num-gpus 2. See the README.
+"""
+    )
     add_weight_arguments(parser)
     parser.add_argument(
         "--dist-timeout",

@@ -32,7 +32,7 @@ import warnings
 warnings.filterwarnings("ignore", message=".*torch.jit.*", category=FutureWarning)
 
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from runner import run_images, run_video  # noqa: E402  (demo/runner.py, beside this file)
+from runner import expand_inputs, run_images, run_video  # noqa: E402  (demo/runner.py, beside this file)
 
 from panoptic_ocr import setup_cfg  # noqa: E402
 from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
@@ -112,6 +112,12 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.input:  # a missing input is named before the model is built
+        try:
+            expand_inputs(args.input)
+        except FileNotFoundError as e:
+            print(f"demo: {e}", file=sys.stderr)
+            return 2
     try:
         predictor = Predictor(
             cfg, max_size=args.max_size, exported=args.exported, runtime=args.runtime
