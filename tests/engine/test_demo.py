@@ -215,3 +215,19 @@ def test_regions_of_panoptic_fpn_with_ocr(folder, tmp_path, demo):
     assert np.asarray(Image.open(out / "rgb_regions_1_sky.png")).shape == (60, 3 * 76, 3)
     status, _, stderr = demo(*args, "--regions", "bogus", "--overwrite", *SMALL_PANOPTIC)
     assert status == 2 and "--regions: unknown class 'bogus'" in stderr
+
+
+def test_a_missing_input_is_named_before_the_model_is_built(tmp_path, demo):
+    status, _, stderr = demo(
+        "--config-file",
+        SEMANTIC,
+        "--input",
+        tmp_path / "photos",
+        "--output",
+        tmp_path / "v",
+        "MODEL.WEIGHTS",
+        tmp_path / "missing.pth",
+    )  # the weights do not exist either: the input is checked first
+    assert (
+        status == 2 and "--input" in stderr and "photos" in stderr and "missing.pth" not in stderr
+    )
