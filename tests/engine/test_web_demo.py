@@ -1,9 +1,10 @@
 """The local web demo: its segmentation function, and the page in a real headless Chromium that
 uploads a shared image and checks the returned overlay, legend and object regions."""
 
-import io
+import json
 import shutil
-import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -61,44 +62,23 @@ def test_legend_lists_present_classes_largest_first():
     assert "rgb(4,5,6)" in text and "66.7%" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_page_segments_an_uploaded_image_in_chromium(demo, weights):
+    """tests/engine/web_demo_browser.py (its own process) uploads the image in Chromium and reads
+    back the overlay, the object regions and the legend."""
     pytest.importorskip("gradio", reason="the [web] extra (gradio) is not installed")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser_path is None:
         pytest.skip("no Chromium on this machine (Debian: apt-get install chromium)")
-    from panoptic_ocr.engine.web_demo import serve
-
     image = np.asarray(Image.open(IMAGE).convert("RGB"))
     regions = len(demo.segment(image, "quickstart", weights, "")[1])
-    port = _free_port()
-    page_server = serve(demo, default_weights=weights, port=port, block=False)
-    try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=browser_path, headless=True, args=["--no-sandbox"]
-            )
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.locator("#input-image input[type=file]").set_input_files(str(IMAGE))
-            page.locator("#input-image img").wait_for(timeout=30000)
-            page.click("#segment")
-            overlay = page.locator("#overlay img")
-            overlay.wait_for(timeout=120000)
-            response = page.request.get(overlay.get_attribute("src"))
-            assert response.ok
-
-            drawn = np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
-            assert drawn.shape == image.shape and not np.array_equal(drawn, image)
-            page.locator("#regions img").first.wait_for(timeout=30000)
-            assert page.locator("#regions img").count() == regions
-            assert "%" in page.locator("#legend").inner_text()
-            browser.close()
-    finally:
-        page_server.close()
+    script = REPO_ROOT / "tests" / "engine" / "web_demo_browser.py"
+    argv = [sys.executable, str(script), str(REPO_ROOT / QUICKSTART), weights, str(IMAGE)]
+    argv += [browser_path, *TINY_OCR, "MODEL.DEVICE", "cpu"]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ok"] and result["shape"] == result["image_shape"] == list(image.shape)
+    assert result["differs"] and result["regions"] == regions and "%" in result["legend"]

@@ -11,7 +11,12 @@ from conftest import REPO_ROOT
 @pytest.mark.parametrize("script", ["train_net.py", "tools/export_model.py", "demo/demo.py"])
 def test_help_prints_no_deprecation_warning(script):
     done = subprocess.run(
-        [sys.executable, script, "--help"], cwd=REPO_ROOT, capture_output=True, text=True
+        [sys.executable, script, "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout
