@@ -29,8 +29,9 @@ test: setup
 	$(PY) -m ruff check .
 	$(PYTEST) -m "not slow"
 
+# One process: these tests start processes of their own (trainings, 2-process runs, a browser).
 test-slow: setup
-	$(PYTEST) -m slow
+	$(PY) -m pytest -m slow
 
 test-all: setup
 	$(PY) -m ruff check .

@@ -233,7 +233,6 @@ SLOW_TESTS = frozenset(
         "tests/tools/test_benchmark_runtimes.py::test_peer_rows_are_timed_in_the_same_rounds_or_say_why",
         "tests/tools/test_benchmark_runtimes.py::test_runtimes_agree_with_eager_and_unavailable_ones_say_why",
         "tests/tools/test_benchmark_segfix.py::test_plain_and_refined_per_seed",
-        "tests/tools/test_quiet_startup.py::test_help_prints_no_deprecation_warning",
         "tests/tools/test_tools_inference.py::test_benchmark_fps_table_and_argument_errors",
     }
 )
