@@ -1,5 +1,6 @@
-"""Entry points (here train_net.py; every tool imports panoptic_ocr first the same way) start without torch's torch.jit.script deprecation warning, which Detectron2
-triggers at import and which says nothing to a user (panoptic_ocr filters it, imported first)."""
+"""Entry points start without torch's torch.jit.script deprecation warning, which Detectron2
+triggers at import and which says nothing to a user (panoptic_ocr filters it, imported first;
+here train_net.py, every tool imports panoptic_ocr first the same way)."""
 
 import subprocess
 import sys
