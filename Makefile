@@ -32,9 +32,12 @@ test: setup
 # One process per test file: in a single process the native libraries' state (OpenVINO,
 # onnxruntime, Chromium's driver) left by one file crashed a later one (a segfault, seen only
 # in slow-only runs); every file passes on its own.
-SLOW_FILES = $(shell $(PY) -c "import sys; sys.path.insert(0, 'tests'); from conftest import SLOW_TESTS; print(' '.join(sorted({t.split('::')[0] for t in SLOW_TESTS})))" 2>/dev/null)
+SLOW_FILES_CMD = import sys; sys.path.insert(0, "tests"); from conftest import SLOW_TESTS; \
+	print(" ".join(sorted({t.split("::")[0] for t in SLOW_TESTS})))
 test-slow: setup
-	@for f in $(SLOW_FILES); do echo "== $$f"; $(PY) -m pytest -q -m slow $$f || exit 1; done
+	@files=$$($(PY) -c '$(SLOW_FILES_CMD)' 2>/dev/null); \
+	test -n "$$files" || { echo "test-slow: could not list tests/conftest.py SLOW_TESTS"; exit 1; }; \
+	for f in $$files; do echo "== $$f"; $(PY) -m pytest -q -m slow $$f || exit 1; done
 
 test-all: setup
 	$(PY) -m ruff check .
