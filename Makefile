@@ -23,8 +23,11 @@ panoptic-quickstart: setup
 # TEST_WORKERS processes (pytest-xdist; 1 runs them in this process): `test` all but the
 # end-to-end tests marked slow (tests/conftest.py SLOW_TESTS), `test-slow` those, `test-all`
 # everything in one run. CI (.ci/run) runs test, then test-slow.
+# A worker that dies (a native crash) fails its test by name and is not replaced: pytest-xdist
+# 3.8 could wait for ever after replacing one (CI was stopped at its time limit that way).
 TEST_WORKERS ?= 2
-PYTEST = $(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+PYTEST = $(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile \
+	--max-worker-restart 0)
 test: setup
 	$(PY) -m ruff check .
 	$(PYTEST) -m "not slow"

@@ -57,6 +57,7 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-xdist>=3,<4",
+            "pytest-timeout>=2.1,<3",  # pytest.ini's per-test limit: a hang fails with stacks
             "ruff>=0.17,<0.18",
             "onnx>=1.16,<2",
             "onnxruntime>=1.18,<2",
