@@ -21,6 +21,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 else:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+import tqdm  # noqa: E402
+
+# No tqdm monitor thread in the test processes: a run's worker once aborted inside it (a lock
+# acquire) while the tests forked process pools; the bars print the same without it.
+tqdm.tqdm.monitor_interval = 0
+
 from detectron2.config import get_cfg  # noqa: E402
 
 import panoptic_ocr  # noqa: E402,F401  (registers everything)

@@ -81,15 +81,18 @@ def write_dataset_targets(
         plans.append((name, jobs, kept))
     counts = {}
     for name, jobs, kept in plans:
-        progress = tqdm(total=len(jobs), desc=name, unit="label", dynamic_ncols=True)
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(workers) as pool:
-                for _ in pool.map(_write_one, jobs, chunksize=4):
-                    progress.update()
+                # map() forks the workers at once; the progress bar (and tqdm's monitor thread)
+                # comes after, so no child inherits a thread or a lock held mid-way.
+                written = pool.map(_write_one, jobs, chunksize=4)
+                with tqdm(total=len(jobs), desc=name, unit="label", dynamic_ncols=True) as bar:
+                    for _ in written:
+                        bar.update()
         else:
-            for job in jobs:
-                _write_one(job)
-                progress.update()
-        progress.close()
+            with tqdm(total=len(jobs), desc=name, unit="label", dynamic_ncols=True) as bar:
+                for job in jobs:
+                    _write_one(job)
+                    bar.update()
         counts[name] = {"written": len(jobs), "up_to_date": kept}
     return counts
