@@ -16,6 +16,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 
 from ..data.image_files import read_image
+from .signal_stack import signal_stack_kept
 
 __all__ = ["FLOAT_OPS", "calibration_images", "quantize_openvino_model"]
 
@@ -59,9 +60,10 @@ def quantize_openvino_model(model, images: List[np.ndarray]):
     """
     import nncf
 
-    return nncf.quantize(
-        model,
-        nncf.Dataset(images),
-        subset_size=len(images),
-        ignored_scope=nncf.IgnoredScope(types=list(FLOAT_OPS), validate=False),
-    )
+    with signal_stack_kept():  # nncf compiles the model with OpenVINO's CPU plugin
+        return nncf.quantize(
+            model,
+            nncf.Dataset(images),
+            subset_size=len(images),
+            ignored_scope=nncf.IgnoredScope(types=list(FLOAT_OPS), validate=False),
+        )

@@ -38,6 +38,7 @@ from .exporter import build_export_model, export_model
 from .peer_process import PEER_SETTINGS, PeerCommand, PeerError, PeerProcess, convert_peer_weights
 from .quantization import quantize_openvino_model
 from .runtimes import load_exported
+from .signal_stack import signal_stack_kept
 
 __all__ = [
     "PEER_VARIANTS",
@@ -125,7 +126,8 @@ def openvino_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin offers bfloat16 on this CPU (AVX512-BF16 / AMX)."""
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    with signal_stack_kept():  # loads the CPU plugin
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def _bf16_cfg(cfg: CfgNode) -> CfgNode:
@@ -198,9 +200,10 @@ def _openvino_int8(
     quantized = quantize_openvino_model(core.read_model(onnx_path), calibration)
     if static_size is not None:
         quantized.reshape({quantized.inputs[0].get_any_name(): [1, 3, *static_size]})
-    compiled = core.compile_model(
-        quantized, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-    )
+    with signal_stack_kept():  # loads the CPU plugin
+        compiled = core.compile_model(
+            quantized, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        )
     output = compiled.output(0)
     return lambda image: np.asarray(compiled(image)[output])
 

@@ -30,6 +30,7 @@ from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
 
 from ..modeling.meta_arch.semantic_segmentor import postprocess_logits
+from .signal_stack import signal_stack_kept
 
 __all__ = [
     "METADATA_KEY",
@@ -206,7 +207,8 @@ def _openvino_model(
     model = core.read_model(path)
     if static_size is not None:  # compiled for one input size: OpenVINO plans its memory once
         model.reshape({model.inputs[0].get_any_name(): [1, 3, *static_size]})
-    compiled = core.compile_model(model, "CPU", config)
+    with signal_stack_kept():  # the CPU plugin is loaded here (see signal_stack)
+        compiled = core.compile_model(model, "CPU", config)
     output = compiled.output(0)
 
     def run_openvino(image) -> np.ndarray:
