@@ -30,6 +30,10 @@ tqdm.tqdm.monitor_interval = 0
 from detectron2.config import get_cfg  # noqa: E402
 
 import panoptic_ocr  # noqa: E402,F401  (registers everything)
+from panoptic_ocr.export.signal_stack import (  # noqa: E402
+    current_signal_stack,
+    signal_stack_kept,
+)
 
 
 def make_cfg(config_file: str = None, opts=None):
@@ -47,6 +51,23 @@ def make_cfg(config_file: str = None, opts=None):
 @pytest.fixture
 def cfg_factory():
     return make_cfg
+
+
+@pytest.fixture(autouse=True)
+def signal_stack_unchanged(request):
+    """Every test leaves the thread's signal stack as it found it. OpenVINO's CPU plugin,
+    loaded outside ``signal_stack_kept``, replaces it and, released out of order, leaves a freed
+    one installed: the next signal then killed a make test worker without a word. A test that
+    leaves it replaced fails here, and the stack is put back for the tests after it."""
+    with signal_stack_kept():
+        before = current_signal_stack()
+        yield
+        after = current_signal_stack()
+    if after != before:
+        pytest.fail(
+            f"{request.node.nodeid} replaced the thread's signal stack ({before} -> {after}): "
+            "load OpenVINO's CPU plugin inside panoptic_ocr.export.signal_stack.signal_stack_kept()"
+        )
 
 
 @pytest.fixture(scope="module")
