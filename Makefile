@@ -32,9 +32,9 @@ test: setup
 	$(PY) -m ruff check .
 	$(PYTEST) -m "not slow"
 
-# One process per test file: in a single process the native libraries' state (OpenVINO,
-# onnxruntime, Chromium's driver) left by one file crashed a later one (a segfault, seen only
-# in slow-only runs); every file passes on its own.
+# One process per test file, so that no native library's state outlives its file: in a single
+# process a later file once died of a segfault (OpenVINO's freed signal stack, since fixed in
+# panoptic_ocr/export/signal_stack.py); every file passes on its own.
 SLOW_FILES_CMD = import sys; sys.path.insert(0, "tests"); from conftest import SLOW_TESTS; \
 	print(" ".join(sorted({t.split("::")[0] for t in SLOW_TESTS})))
 test-slow: setup
