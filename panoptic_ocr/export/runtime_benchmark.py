@@ -11,6 +11,7 @@ allocators of onnxruntime and OpenVINO as well as PyTorch's.
 
 import contextlib
 import copy
+import gc
 import logging
 import os
 import statistics
@@ -102,6 +103,7 @@ def peak_rss_growth_bytes(run: Callable[[], object], interval_s: float = 0.001) 
     sampled every ``interval_s`` by a thread; 0 where ``/proc/self/statm`` is absent."""
     if not os.path.exists("/proc/self/statm"):
         return 0
+    gc.collect()  # garbage freed by a collection during run() would hide part of its growth
     before = _rss_bytes()
     peak = [before]
     done = threading.Event()
