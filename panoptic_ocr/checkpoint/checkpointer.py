@@ -378,12 +378,18 @@ def _pkl_checkpoint(filename: str, data: Any) -> Dict[str, Any]:
     return {"model": model, "__author__": "Caffe2", "matching_heuristics": True}
 
 
-def trim_metrics_for_resume(metrics_file: str, start_iter: int) -> Optional[str]:
+def trim_metrics_for_resume(
+    metrics_file: str, start_iter: int, after_finished_run: bool = False
+) -> Optional[str]:
     """Make ``metrics_file`` (Detectron2's ``metrics.json``, one JSON object per line, appended
     to) end before iteration ``start_iter`` of a resumed run: the entries of iterations
     ``>= start_iter`` (trained again after the resume) and an incomplete last line of a killed
     run are copied to ``<metrics_file>.before-resume-<start_iter>[.<n>]``, then cut from the
     file (in place, so that a writer that has it open keeps appending to it).
+
+    With ``after_finished_run`` (resuming from a run's ``model_final``, to train it longer), the
+    first entry at ``start_iter`` is kept when it holds no training loss: it is that run's final
+    evaluation, written after its last step, of the very weights the resume starts from.
 
     Returns:
         the backup's path, or ``None`` when nothing had to be cut.
@@ -401,8 +407,11 @@ def trim_metrics_for_resume(metrics_file: str, start_iter: int) -> Optional[str]
         except ValueError:
             complete = False
         if line.strip() and (not complete or entry.get("iteration", -1) >= start_iter):
-            cut = offset
-            break
+            final_evaluation = entry.get("iteration") == start_iter and "total_loss" not in entry
+            if not (complete and after_finished_run and final_evaluation):
+                cut = offset
+                break
+            after_finished_run = False  # only the first such entry is the final evaluation
         offset += len(line)
     if cut is None:
         return None

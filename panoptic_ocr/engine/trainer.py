@@ -291,8 +291,9 @@ class Trainer(DefaultTrainer):
         checkpoint's, on the schedule of the config's ``SOLVER.MAX_ITER``; ``metrics.json``
         entries from that iteration on (written by the interrupted run after its checkpoint) are
         moved to a backup (:func:`~panoptic_ocr.checkpoint.checkpointer.trim_metrics_for_resume`),
-        so the file reads as one uninterrupted run. Resuming a finished run (nothing left to
-        train) keeps ``metrics.json`` whole: its final evaluation is not redone by training."""
+        so the file reads as one uninterrupted run. Resuming a finished run keeps its final
+        evaluation: whole when nothing is left to train, and before the new entries when a
+        larger ``SOLVER.MAX_ITER`` trains it longer."""
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.resumed_from is not None:
             self.start_iter = self.iter + 1
@@ -300,7 +301,9 @@ class Trainer(DefaultTrainer):
                 _retake_last_step(self.scheduler)
             if comm.is_main_process() and self.start_iter < self.max_iter:
                 metrics = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
-                trim_metrics_for_resume(metrics, self.start_iter)
+                # Detectron2's PeriodicCheckpointer names the last step's checkpoint model_final
+                finished = os.path.basename(self.checkpointer.resumed_from) == "model_final.pth"
+                trim_metrics_for_resume(metrics, self.start_iter, after_finished_run=finished)
 
     @property
     def last_eval_results(self) -> Optional[OrderedDict]:

@@ -279,3 +279,42 @@ def test_resuming_a_finished_run_keeps_its_metrics(tmp_path, caplog):
     assert second.start_iter == 2 and metrics.read_bytes() == before
     assert not list(tmp_path.glob("metrics.json.before-resume-*"))
     assert "of later entries" not in caplog.text
+
+
+def test_training_a_finished_run_longer_keeps_its_final_evaluation(tmp_path, caplog):
+    """--resume with a larger MAX_ITER from a finished run's model_final: its final evaluation
+    (written at iteration MAX_ITER, after the last step) describes the weights the resume starts
+    from, so it stays in metrics.json, with no cut and no warning."""
+    opts = TINY + ["SOLVER.CHECKPOINT_PERIOD", "1000", "OUTPUT_DIR", str(tmp_path)]
+    first = Trainer(make_cfg(QUICKSTART, opts + ["SOLVER.MAX_ITER", "2"]))
+    first.resume_or_load(resume=False)
+    first.train()
+    metrics = tmp_path / "metrics.json"
+    with open(metrics, "a") as f:  # what the final evaluation of the finished run writes
+        f.write(json.dumps({"iteration": 2, "sem_seg/mIoU": 1.0}) + "\n")
+    before = metrics.read_bytes()
+    second = Trainer(make_cfg(QUICKSTART, opts + ["SOLVER.MAX_ITER", "4"]))
+    with caplog.at_level("WARNING"):
+        second.resume_or_load(resume=True)
+    assert second.start_iter == 2 and metrics.read_bytes() == before
+    assert not list(tmp_path.glob("metrics.json.before-resume-*"))
+    assert "of later entries" not in caplog.text
+
+
+def test_trim_after_a_finished_run_keeps_only_its_final_evaluation(tmp_path):
+    """After a finished run only the first loss-free entry at start_iter is kept: a training
+    entry there, and whatever follows it (a killed longer run's), is cut."""
+    metrics = tmp_path / "metrics.json"
+    entries = [
+        {"iteration": 1, "total_loss": 1.0},
+        {"iteration": 2, "sem_seg/mIoU": 5.0},  # the finished run's final evaluation
+        {"iteration": 2, "total_loss": 0.9},  # a longer run, killed before its checkpoint
+        {"iteration": 3, "sem_seg/mIoU": 6.0},
+    ]
+    lines = [json.dumps(e) + "\n" for e in entries]
+    metrics.write_text("".join(lines))
+    assert trim_metrics_for_resume(str(metrics), 2, after_finished_run=True)
+    assert metrics.read_text() == "".join(lines[:2])
+    metrics.write_text("".join(lines))
+    assert trim_metrics_for_resume(str(metrics), 2)  # an interrupted run's entry at 2: cut
+    assert metrics.read_text() == lines[0]
