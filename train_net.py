@@ -11,6 +11,7 @@
 
 import panoptic_ocr  # noqa: F401  # isort: skip  (before detectron2: quiets its torch.jit warning)
 import argparse
+import sys
 from datetime import timedelta
 
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -23,7 +24,11 @@ from panoptic_ocr import setup_cfg
 from panoptic_ocr.checkpoint.checkpointer import load_inference_weights, weight_options
 from panoptic_ocr.data.class_counts import check_model_matches_datasets
 from panoptic_ocr.engine import PanopticSummaryHook, PredictionOverlayHook, Trainer
-from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
+from panoptic_ocr.engine.arguments import (
+    add_weight_arguments,
+    exit_status_of_weight_errors,
+    weight_overrides,
+)
 from panoptic_ocr.engine.output_lock import OutputDirLock
 from panoptic_ocr.utils.override_args import parse_args_with_overrides
 
@@ -131,4 +136,4 @@ def run(args) -> None:
 if __name__ == "__main__":
     args = parse_args_with_overrides(argument_parser())
     print("Command Line Args:", args)
-    run(args)
+    sys.exit(exit_status_of_weight_errors("train_net.py", lambda: run(args)))

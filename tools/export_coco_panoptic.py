@@ -36,7 +36,11 @@ warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=Futur
 
 from detectron2.engine import launch  # noqa: E402
 
-from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides  # noqa: E402
+from panoptic_ocr.engine.arguments import (  # noqa: E402
+    add_weight_arguments,
+    exit_status_of_weight_errors,
+    weight_overrides,
+)
 from panoptic_ocr.engine.panoptic_export import (  # noqa: E402
     ExportError,
     ExportOptions,
@@ -113,8 +117,10 @@ def main(argv=None) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    launch(export, args.num_gpus, dist_url=args.dist_url, args=(options,))
-    return 0
+    return exit_status_of_weight_errors(
+        "export_coco_panoptic.py",
+        lambda: launch(export, args.num_gpus, dist_url=args.dist_url, args=(options,)),
+    )
 
 
 if __name__ == "__main__":

@@ -158,13 +158,26 @@ class ProjectCheckpointer(DetectionCheckpointer):
                 f"'{k}' {tuple(c)} in the file, {tuple(m)} in the model"
                 for k, c, m in incompatible.incorrect_shapes[:5]
             )
-            problems.append(
-                f"Checkpoint '{self._loading}' does not fit the model: "
-                f"{len(incompatible.incorrect_shapes)} tensor(s) differ in shape ({shapes}). "
+            # Another class count changes the classifiers' output channels only; another layer
+            # width changes the input channels of the layer after it, too.
+            class_count = all(
+                len(c) == len(m) and tuple(c[1:]) == tuple(m[1:])
+                for _, c, m in incompatible.incorrect_shapes
+            )
+            hint = (
                 "A classifier of another size means MODEL.SEM_SEG_HEAD.NUM_CLASSES "
                 "(or MODEL.ROI_HEADS.NUM_CLASSES) differs from the checkpoint's; evaluation and "
                 "export need the checkpoint's class count (fine-tune with train_net.py to change "
                 "it)."
+                if class_count
+                else "Layers of other widths: the checkpoint was trained with another config "
+                "(another head, backbone or channel count); use the config it was trained with "
+                "(config.yaml in that training's OUTPUT_DIR)."
+            )
+            problems.append(
+                f"Checkpoint '{self._loading}' does not fit the model: "
+                f"{len(incompatible.incorrect_shapes)} tensor(s) differ in shape ({shapes}). "
+                + hint
             )
         missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
         if missing:

@@ -5,9 +5,13 @@
 from its config as evaluation does."""
 
 import argparse
-from typing import List
+import sys
+from typing import Callable, List
 
-__all__ = ["add_weight_arguments", "weight_overrides"]
+from ..checkpoint.checkpointer import IncompleteWeightsError
+from ..checkpoint.weight_files import WeightFileError
+
+__all__ = ["add_weight_arguments", "exit_status_of_weight_errors", "weight_overrides"]
 
 
 def add_weight_arguments(parser: argparse.ArgumentParser, *, partial: bool = True) -> None:
@@ -37,3 +41,15 @@ def weight_overrides(args: argparse.Namespace) -> List[str]:
     if getattr(args, "allow_partial_weights", False):
         opts += ["MODEL.WEIGHTS_ALLOW_PARTIAL", "True"]
     return opts
+
+
+def exit_status_of_weight_errors(tool: str, run: Callable[[], object]) -> int:
+    """Run ``run()``; weights that cannot be read or do not fit the model (the refusals of
+    :mod:`panoptic_ocr.checkpoint`, whose messages name the file and what is wrong) are printed
+    as one ``<tool>: error: ...`` line and give exit status 2 instead of a traceback."""
+    try:
+        run()
+    except (IncompleteWeightsError, WeightFileError) as e:
+        print(f"{tool}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

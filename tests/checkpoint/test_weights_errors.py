@@ -2,10 +2,11 @@
 evaluation."""
 
 import logging
+import sys
 
 import pytest
 import torch
-from conftest import QUICKSTART, TINY_OCR, make_cfg
+from conftest import QUICKSTART, REPO_ROOT, TINY_OCR, make_cfg
 
 from panoptic_ocr.checkpoint.checkpointer import (
     ProjectCheckpointer,
@@ -116,6 +117,32 @@ def test_classifier_of_another_size(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         trainer.resume_or_load(resume=False)
     assert "Skip loading parameter 'sem_seg_head.predictor.weight'" in caplog.text
+
+
+def test_weights_of_another_width_name_the_config_and_the_tool_exits_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    """Same class count, other layer widths (a checkpoint of another config): the message
+    points at the config it was trained with, not at NUM_CLASSES; train_net.py prints it as one
+    error line and exits 2, without a traceback."""
+    import runpy
+
+    wide = make_cfg(QUICKSTART, TINY + ["MODEL.OCR.MID_CHANNELS", "48"])
+    path = _weights(tmp_path, "wide.pth", {"model": Trainer.build_model(wide).state_dict()})
+    out_dir = str(tmp_path / "out")
+    argv = ["train_net.py", "--config-file", str(REPO_ROOT / QUICKSTART), "--eval-only"]
+    argv += TINY + ["MODEL.WEIGHTS", path, "OUTPUT_DIR", out_dir]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO_ROOT / "train_net.py"), run_name="__main__")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"train_net.py: error: Checkpoint '{path}' does not fit the model")
+    assert "trained with another config" in last and "NUM_CLASSES" not in last
+    assert not (tmp_path / "out" / "inference").exists()
 
 
 def test_project_checkpointer_saves_atomically(tmp_path):
