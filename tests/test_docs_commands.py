@@ -118,3 +118,18 @@ def test_every_flag_in_the_docs_is_one_the_script_takes(script):
             if re.match(r"--[a-z]", flag) and not re.search(re.escape(flag) + r"\b", text):
                 wrong.append(f"{doc}: {flag} (in: {command})")
     assert not wrong, f"{script} --help does not list:\n" + "\n".join(wrong)
+
+
+ENTRY_POINTS = sorted(
+    str(path.relative_to(REPO_ROOT))
+    for pattern in ("tools/*.py", "demo/*.py", "datasets/*.py", "train_net.py")
+    for path in REPO_ROOT.glob(pattern)
+    if 'if __name__ == "__main__"' in path.read_text()
+)
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS, ids=lambda s: s)
+def test_every_entry_point_answers_help(script):
+    """``--help`` of every script a user may run prints its usage and exits 0 (the wheel repacker
+    printed its usage but exited 1)."""
+    assert "usage" in help_text(script).lower()

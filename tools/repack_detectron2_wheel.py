@@ -83,6 +83,9 @@ def repack(src: Path, out_dir: Path) -> Path:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(__doc__)
+        sys.exit(0)
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
     print(repack(Path(sys.argv[1]), Path(sys.argv[2])))
