@@ -19,8 +19,6 @@ from panoptic_ocr.engine.arguments import add_weight_arguments, weight_overrides
 from panoptic_ocr.utils.object_regions import visualize_object_regions  # noqa: E402
 from panoptic_ocr.utils.override_args import add_config_overrides, parse_args_with_overrides  # noqa: E402
 
-logger = logging.getLogger("panoptic_ocr.visualize_object_regions")
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -65,7 +63,8 @@ def main(argv=None) -> List[str]:
     written = visualize_object_regions(
         cfg, args.input, args.output, weights=args.weights, classes=args.classes, top_k=args.top_k
     )
-    logger.info("Wrote %d images to %s", len(written), args.output)
+    # printed: setup_cfg's loggers leave basicConfig's handler out, so a log line was lost
+    print(f"Wrote {len(written)} image(s) to {args.output}")
     return written
 
 

@@ -149,6 +149,15 @@ def test_visualize_object_regions_writes_panels(tmp_path, toy_val_record, caplog
         _visualize(OCR_CONFIG, image, tmp_path / "bad", classes=["tree"])
 
 
+def test_visualize_object_regions_tool_says_what_it_wrote(tmp_path, toy_val_record, capsys):
+    tool = load_tool("visualize_object_regions")
+    argv = ["--config-file", OCR_CONFIG, "--input", toy_val_record["file_name"], "--top-k", "1"]
+    argv += ["--output", str(tmp_path), "--allow-partial-weights", "MODEL.DEVICE", "cpu", *SMALL]
+    written = tool.main(argv)
+    assert len(written) == 1
+    assert f"Wrote 1 image(s) to {tmp_path}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("config", [FINE_CONFIG, ORACLE_CONFIG])
 def test_visualize_object_regions_needs_predicted_regions(tmp_path, toy_val_record, config):
     with pytest.raises(ValueError, match="has no predicted soft object regions"):
