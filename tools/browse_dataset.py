@@ -2,9 +2,11 @@
 """Draw a dataset's ground truth on its images (Detectron2's tools/visualize_data.py approach).
 
     .venv/bin/python tools/browse_dataset.py \\
-        --config-file CFG --source annotation --output-dir browse/
+        --config-file CFG --source annotation --output-dir output/browse/
     .venv/bin/python tools/browse_dataset.py --config-file CFG --source dataloader --num-images 4 \\
-        --output-dir browse_aug/ DATASETS.TRAIN "('my_dataset_train',)"
+        --output-dir output/browse_aug/ DATASETS.TRAIN "('my_dataset_train',)"
+
+(``my_dataset_train``: a dataset of your own, registered as docs/custom_datasets.md shows.)
 
 ``annotation``: the labels as stored; ``dataloader``: after the training augmentations of
 SemanticDatasetMapper (crop, scale, flip, brightness). Dataset: --dataset, else the config's

@@ -3,7 +3,7 @@
 weights a weighted loss would use, written as a config snippet.
 
     .venv/bin/python tools/dataset_stats.py --dataset toy_scenes_sem_seg_train --method enet \\
-        --output class_weights.yaml
+        --output output/class_weights.yaml
 
 Every label value is checked (a class index or the ignore label). The snippet sets
 MODEL.SEM_SEG_HEAD.LOSS.CLASS_WEIGHTS; add it to your config (docs/losses.md,
