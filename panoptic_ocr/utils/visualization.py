@@ -195,11 +195,19 @@ def browse_dataset(
 
     Raises:
         ValueError: an unknown ``source``.
+        KeyError: the dataset is not registered (nothing is written).
         OutputExistsError: a PNG exists and ``overwrite`` is False.
     """
     if source not in ("annotation", "dataloader"):
         raise ValueError(f"--source must be 'annotation' or 'dataloader', got {source!r}")
     name = dataset_name or cfg.DATASETS.TRAIN[0]
+    if name not in DatasetCatalog.list():  # before Detectron2 logs its own list, and any mkdir
+        semantic = sorted(n for n in DatasetCatalog.list() if "sem_seg" in n)
+        raise KeyError(
+            f"Dataset '{name}' is not registered: a folder of your own is registered through "
+            "PANOPTIC_OCR_CUSTOM_DATASETS (docs/custom_datasets.md); registered semantic "
+            f"datasets include {', '.join(semantic[:12])}, ..."
+        )
     metadata = MetadataCatalog.get(name)
     os.makedirs(output_dir, exist_ok=True)
     written: List[str] = []

@@ -2,11 +2,17 @@
 panoptic ground truth drawn from its panoptic annotation."""
 
 import numpy as np
+import pytest
+from conftest import QUICKSTART, make_cfg
 from detectron2.data import Metadata
 from detectron2.utils.visualizer import Visualizer
 
 from panoptic_ocr.utils import visualization
-from panoptic_ocr.utils.visualization import LegibleVisualizer, titled_side_by_side
+from panoptic_ocr.utils.visualization import (
+    LegibleVisualizer,
+    browse_dataset,
+    titled_side_by_side,
+)
 
 NAMES = ["grass", "water", "sky", "a-very-long-class-name-that-is-wide", "rock"]
 META = Metadata(stuff_classes=NAMES, stuff_colors=[[i * 50, 100, 200 - i * 40] for i in range(5)])
@@ -81,3 +87,10 @@ def test_panoptic_ground_truth_is_drawn_from_the_panoptic_annotation(monkeypatch
     assert set(seen[0]) == {"file_name", "pan_seg_file_name", "segments_info"}
     visualization.draw_ground_truth(image, {"file_name": "y", "sem_seg_file_name": "s"}, META)
     assert set(seen[1]) == {"file_name", "sem_seg_file_name"}
+
+
+def test_browsing_an_unregistered_dataset_names_it_and_writes_nothing(tmp_path):
+    cfg = make_cfg(QUICKSTART, ["DATASETS.TRAIN", "('my_dataset_train',)"])
+    with pytest.raises(KeyError, match="'my_dataset_train' is not registered.*CUSTOM_DATASETS"):
+        browse_dataset(cfg, str(tmp_path / "browse"))
+    assert not (tmp_path / "browse").exists()
