@@ -8,11 +8,13 @@ from itertools import islice
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
+import matplotlib.colors as mplc
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data import detection_utils as utils
 from detectron2.utils.file_io import PathManager
+from detectron2.utils.visualizer import _LARGE_MASK_AREA_THRESH as _LARGE_MASK_AREA
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
@@ -54,7 +56,17 @@ class LegibleVisualizer(Visualizer):
         s = self.output.scale
         return (extent.x0 / s, (height - extent.y1) / s, extent.x1 / s, (height - extent.y0) / s)
 
+    # the dimmest text drawn on the labels' black boxes (luma, 0..1): dark class colours
+    # (sky, water) are lightened towards white up to it, keeping their hue
+    MIN_TEXT_LUMA = 0.55
+
     def draw_text(self, text, position, **kwargs):
+        if "color" in kwargs:
+            rgb = np.asarray(mplc.to_rgb(kwargs["color"]))
+            luma = float(rgb @ (0.299, 0.587, 0.114))
+            if luma < self.MIN_TEXT_LUMA:
+                lift = (self.MIN_TEXT_LUMA - luma) / (1.0 - luma)
+                kwargs["color"] = tuple(rgb + (1.0 - rgb) * lift)
         super().draw_text(text, position, **kwargs)
         artist = self.output.ax.texts[-1]
         x0, y0, x1, y1 = self._box(artist)
@@ -73,6 +85,25 @@ class LegibleVisualizer(Visualizer):
             return self.output
         self._label_boxes.append((x0, y0, x1, y1))
         return self.output
+
+    def _draw_text_in_mask(self, binary_mask, text, color):
+        """As Detectron2's (the label at the median pixel of the mask's largest component and of
+        every very large one), but where that pixel lies outside its component (a region around
+        another, as ground around a rectangle), at the component's most interior pixel."""
+        count, components, stats, _ = cv2.connectedComponentsWithStats(binary_mask, 8)
+        if count < 2:
+            return
+        largest = int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1
+        for component in range(1, count):
+            if component != largest and stats[component, cv2.CC_STAT_AREA] <= _LARGE_MASK_AREA:
+                continue
+            inside = (components == component).astype(np.uint8)
+            x, y = np.median(inside.nonzero(), axis=1)[::-1]
+            if not inside[int(y), int(x)]:
+                framed = np.pad(inside, 1)  # the image's edge bounds the region too
+                distance = cv2.distanceTransform(framed, cv2.DIST_L2, 3)[1:-1, 1:-1]
+                y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+            self.draw_text(text, (float(x), float(y)), color=color)
 
 
 def titled_side_by_side(panels: Sequence[Tuple[str, np.ndarray]]) -> np.ndarray:

@@ -94,3 +94,29 @@ def test_browsing_an_unregistered_dataset_names_it_and_writes_nothing(tmp_path):
     with pytest.raises(KeyError, match="'my_dataset_train' is not registered.*CUSTOM_DATASETS"):
         browse_dataset(cfg, str(tmp_path / "browse"))
     assert not (tmp_path / "browse").exists()
+
+
+def test_a_label_lies_on_its_region_and_dark_colours_are_lightened():
+    """A region around another (ground around a rectangle): Detectron2's median pixel falls in
+    the hole, the label is drawn on the region itself; a dark class colour is lightened to a
+    readable text colour on the label's black box."""
+    meta = Metadata(stuff_classes=["ground", "rectangle"], stuff_colors=[[20, 30, 120], [200] * 3])
+    label = np.zeros((120, 160), np.int64)
+    label[30:90, 40:120] = 1  # the median pixel of the ground around it lies inside
+    image = np.full((120, 160, 3), 128, np.uint8)
+    plain = Visualizer(image, meta)
+    plain.draw_sem_seg(label)
+    legible = LegibleVisualizer(image, meta)
+    legible.draw_sem_seg(label)
+
+    def position(visualizer, text):
+        x, y = next(t.get_position() for t in visualizer.output.ax.texts if t.get_text() == text)
+        return int(round(y)), int(round(x))
+
+    assert label[position(plain, "ground")] == 1  # Detectron2 puts "ground" on the rectangle
+    assert label[position(legible, "ground")] == 0
+    assert label[position(legible, "rectangle")] == 1
+    ground = next(t for t in legible.output.ax.texts if t.get_text() == "ground")
+    r, g, b = ground.get_color()
+    assert 0.299 * r + 0.587 * g + 0.114 * b >= LegibleVisualizer.MIN_TEXT_LUMA - 1e-6
+    assert b > r  # still blue
