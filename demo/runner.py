@@ -48,7 +48,7 @@ from panoptic_ocr.data.image_files import read_image
 from panoptic_ocr.engine.predictor import Predictor
 from panoptic_ocr.utils import object_regions
 from panoptic_ocr.utils.safe_write import atomic_file, check_writable
-from panoptic_ocr.utils.visualization import LegibleVisualizer
+from panoptic_ocr.utils.visualization import LegibleVisualizer, titled_side_by_side
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -264,21 +264,18 @@ def _region_panels(
 ):
     names = predictor.class_names()
     spatial, probability = predictor.region_maps(regions, network_size, rgb.shape[:2])
-    captioned = object_regions._caption(overlay.copy(), "prediction")
     for k in classes:
         yield (
             k,
-            np.concatenate(
+            titled_side_by_side(
                 [
-                    captioned,
-                    object_regions._caption(
-                        object_regions.heat_overlay(rgb, spatial[k].numpy()), f"region: {names[k]}"
+                    ("prediction", overlay),
+                    (
+                        f"region: {names[k]}",
+                        object_regions.heat_overlay(rgb, spatial[k].numpy()),
                     ),
-                    object_regions._caption(
-                        object_regions.heat_overlay(rgb, probability[k].numpy()), f"p({names[k]})"
-                    ),
-                ],
-                axis=1,
+                    (f"p({names[k]})", object_regions.heat_overlay(rgb, probability[k].numpy())),
+                ]
             ),
         )
 
@@ -427,12 +424,12 @@ def _write_outputs(
         ):
             write(f"region_{k}", panels)
     if attention_scales:
-        captioned = object_regions._caption(overlay.copy(), "prediction")
         for s, heat in predictor.attention_maps(image).items():
-            panel = object_regions._caption(
-                object_regions.heat_overlay(rgb, heat.cpu().numpy()), f"attention at {s:g}x"
+            panel = object_regions.heat_overlay(rgb, heat.cpu().numpy())
+            write(
+                f"attention_{s:g}",
+                titled_side_by_side([("prediction", overlay), (f"attention at {s:g}x", panel)]),
             )
-            write(f"attention_{s:g}", np.concatenate([captioned, panel], axis=1))
 
 
 def run_video(

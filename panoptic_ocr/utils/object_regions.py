@@ -32,7 +32,6 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
-from detectron2.utils.visualizer import Visualizer
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -42,6 +41,7 @@ from ..data.image_files import read_image
 from ..modeling.contexts import REGIONS
 from ..modeling.inference import build_inference_model
 from ..modeling.meta_arch import OCRSemanticSegmentor
+from .visualization import LegibleVisualizer, titled_side_by_side
 
 __all__ = [
     "class_names",
@@ -135,27 +135,6 @@ def heat_overlay(image_rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.5) ->
     return cv2.addWeighted(image_rgb, 1 - alpha, colored, alpha, 0)
 
 
-def _caption(panel: np.ndarray, text: str) -> np.ndarray:
-    panel = np.ascontiguousarray(panel)
-    scale = max(0.35, min(panel.shape[:2]) / 500)
-    thickness = max(1, int(round(scale * 2)))
-    origin = (4, int(20 * scale) + 4)
-    cv2.putText(
-        panel, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA
-    )
-    cv2.putText(
-        panel,
-        text,
-        origin,
-        cv2.FONT_HERSHEY_SIMPLEX,
-        scale,
-        (255, 255, 255),
-        thickness,
-        cv2.LINE_AA,
-    )
-    return panel
-
-
 def class_names(cfg) -> Tuple[List[str], object]:
     """Class names and metadata of the config's first test dataset; "class<i>" names (and
     Visualizer's default colors) when it has none or a different number of classes."""
@@ -242,19 +221,20 @@ def visualize(
         region_logits, model.sem_seg_head.feature_stride, image.shape[:2], (height, width)
     )
 
-    overlay = Visualizer(rgb, metadata).draw_sem_seg(prediction, alpha=0.5).get_image()
-    overlay = _caption(overlay, "prediction")
+    overlay = LegibleVisualizer(rgb, metadata).draw_sem_seg(prediction, alpha=0.5).get_image()
     chosen = classes if classes is not None else largest_classes(prediction, top_k)
     stem = os.path.splitext(os.path.basename(image_path))[0]
     written = []
     for k in chosen:
-        panels = [
-            overlay,
-            _caption(heat_overlay(rgb, spatial[k].numpy()), f"region: {names[k]}"),
-            _caption(heat_overlay(rgb, probability[k].numpy()), f"p({names[k]})"),
-        ]
+        panels = titled_side_by_side(
+            [
+                ("prediction", overlay),
+                (f"region: {names[k]}", heat_overlay(rgb, spatial[k].numpy())),
+                (f"p({names[k]})", heat_overlay(rgb, probability[k].numpy())),
+            ]
+        )
         path = os.path.join(output_dir, f"{stem}_{k}_{_safe(names[k])}.png")
-        if not cv2.imwrite(path, np.concatenate(panels, axis=1)[:, :, ::-1]):
+        if not cv2.imwrite(path, panels[:, :, ::-1]):
             raise OSError(f"cannot write {path!r}")
         written.append(path)
     return written

@@ -23,6 +23,7 @@ from ..data.image_files import read_image
 from .safe_write import atomic_file
 
 __all__ = [
+    "title_strip_height",
     "LegibleVisualizer",
     "browse_dataset",
     "draw_ground_truth",
@@ -106,12 +107,22 @@ class LegibleVisualizer(Visualizer):
             self.draw_text(text, (float(x), float(y)), color=color)
 
 
+def _title_scale(height: int) -> float:
+    return max(0.4, min(1.0, height / 600))
+
+
+def title_strip_height(height: int) -> int:
+    """Rows of the title strip that :func:`titled_side_by_side` puts over panels ``height``
+    rows high."""
+    return int(round(28 * _title_scale(height))) + 6
+
+
 def titled_side_by_side(panels: Sequence[Tuple[str, np.ndarray]]) -> np.ndarray:
     """``[(title, [H, W, 3] uint8)]`` side by side, each under a strip with its title (white on
     black, sized to the panel height); returns ``[H + strip, sum(W), 3]`` uint8."""
     height = max(p.shape[0] for _, p in panels)
-    scale = max(0.4, min(1.0, height / 600))
-    strip = int(round(28 * scale)) + 6
+    scale = _title_scale(height)
+    strip = title_strip_height(height)
     columns = []
     for title, panel in panels:
         panel = np.ascontiguousarray(panel)

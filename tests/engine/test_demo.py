@@ -9,6 +9,8 @@ import pytest
 from conftest import QUICKSTART, RANDOM_WEIGHTS, REPO_ROOT, TINY_OCR, load_script
 from PIL import Image
 
+from panoptic_ocr.utils.visualization import title_strip_height
+
 SEMANTIC = QUICKSTART
 PANOPTIC = "configs/toy_scenes/panoptic_fpn_R18_toy_scenes_600it.yaml"
 SMALL_SEMANTIC = RANDOM_WEIGHTS + TINY_OCR
@@ -74,7 +76,7 @@ def test_semantic_folder_raw_and_regions(folder, tmp_path, demo):
         label = np.asarray(Image.open(out / f"{stem}_sem_seg.png"))
         assert vis.shape == (*size, 3) and label.shape == size and label.max() < 7
         regions = np.asarray(Image.open(out / f"{stem}_regions_3_sky.png"))
-        assert regions.shape == (size[0], 3 * size[1], 3)
+        assert regions.shape == (size[0] + title_strip_height(size[0]), 3 * size[1], 3)
     # A second run into the same folder with one new image writes only that image's outputs
     # (overrides at the end this time, a flag after them) and keeps every existing file.
     written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -177,7 +179,7 @@ def test_attention_maps_of_a_multi_scale_model(folder, tmp_path, demo):
     ]
     assert names == expected
     panel = np.asarray(Image.open(out / "rgb_attention_0.5x.png"))
-    assert panel.shape == (60, 2 * 76, 3)
+    assert panel.shape == (60 + title_strip_height(60), 2 * 76, 3)
     status, _, stderr = demo(
         "--config-file",
         SEMANTIC,
@@ -212,7 +214,8 @@ def test_regions_of_panoptic_fpn_with_ocr(folder, tmp_path, demo):
     status, stdout, stderr = demo(*args, "--regions", "sky", "--opts", *SMALL_PANOPTIC)
     assert status == 0, stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["rgb.png", "rgb_regions_1_sky.png"]
-    assert np.asarray(Image.open(out / "rgb_regions_1_sky.png")).shape == (60, 3 * 76, 3)
+    regions = np.asarray(Image.open(out / "rgb_regions_1_sky.png"))
+    assert regions.shape == (60 + title_strip_height(60), 3 * 76, 3)
     status, _, stderr = demo(*args, "--regions", "bogus", "--overwrite", *SMALL_PANOPTIC)
     assert status == 2 and "--regions: unknown class 'bogus'" in stderr
 

@@ -19,6 +19,7 @@ from detectron2.data import DatasetCatalog
 
 from panoptic_ocr import setup_cfg
 from panoptic_ocr.utils.object_regions import visualize_object_regions
+from panoptic_ocr.utils.visualization import title_strip_height
 
 fps = load_tool("benchmark_fps")
 FpsSettings, parse_size, run_benchmark = fps.FpsSettings, fps.parse_size, fps.run_benchmark
@@ -140,7 +141,8 @@ def test_visualize_object_regions_writes_panels(tmp_path, toy_val_record, caplog
         p.rsplit("/", 1)[-1] for p in written
     )
     for path in written:
-        assert cv2.imread(path).shape == (height, 3 * width, 3)  # prediction | region | p(class)
+        # titled prediction | region | p(class)
+        assert cv2.imread(path).shape == (height + title_strip_height(height), 3 * width, 3)
 
     written = _visualize(OCR_CONFIG, image, tmp_path / "chosen", classes=["SKY", "0"])
     stem = image.rsplit("/", 1)[-1].rsplit(".", 1)[0]
