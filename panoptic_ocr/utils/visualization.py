@@ -23,12 +23,12 @@ from ..data.image_files import read_image
 from .safe_write import atomic_file
 
 __all__ = [
-    "title_strip_height",
     "LegibleVisualizer",
     "browse_dataset",
     "draw_ground_truth",
     "draw_prediction",
     "save_prediction_overlays",
+    "title_strip_height",
     "titled_side_by_side",
 ]
 
